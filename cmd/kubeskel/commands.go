@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/kubeskel/kubeskel/internal/buildinfo"
+	"github.com/kubeskel/kubeskel/internal/config"
+	"github.com/kubeskel/kubeskel/internal/probe"
+)
+
+// runCommand handles the command-line forms other than plain "kubeskel":
+// help, version and probe.
+func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintf(stdout, `kubeskel %s: an HTTP service skeleton that drains cleanly on Kubernetes.
+
+Usage:
+  kubeskel                 run the service, configured by the variables below
+  kubeskel probe [-timeout 2s] URL
+                           exit 0 if GET URL answers 200, 1 otherwise
+  kubeskel version         print the version
+  kubeskel -h | --help     print this help
+
+Environment variables (durations in Go syntax: 1500ms, 5s, 1m30s):
+
+`, buildinfo.Version)
+		if err := config.Usage(stdout); err != nil {
+			return fmt.Errorf("print usage: %w", err)
+		}
+		fmt.Fprint(stdout, `
+The standard OpenTelemetry variables are honoured: OTEL_TRACES_EXPORTER (otlp,
+console or none; none when unset), OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME,
+OTEL_RESOURCE_ATTRIBUTES, OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*.
+
+Exit codes: 0 clean drain; 1 start-up, bind or serve failure; 2 configuration
+error; 3 shutdown deadline reached, requests cut; 4 second signal.
+`)
+		return flag.ErrHelp
+	case "version", "-version", "--version":
+		_, err := fmt.Fprintln(stdout, buildinfo.Version)
+		return err
+	case "probe":
+		return probe.Run(ctx, args[1:], stderr)
+	}
+	return usageError{fmt.Errorf("unknown command %q (try kubeskel -h)", args[0])}
+}

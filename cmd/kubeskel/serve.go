@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/kubeskel/kubeskel/internal/admin"
+	"github.com/kubeskel/kubeskel/internal/app"
+	"github.com/kubeskel/kubeskel/internal/buildinfo"
+	"github.com/kubeskel/kubeskel/internal/config"
+	"github.com/kubeskel/kubeskel/internal/health"
+	"github.com/kubeskel/kubeskel/internal/lifecycle"
+	"github.com/kubeskel/kubeskel/internal/logging"
+	"github.com/kubeskel/kubeskel/internal/metrics"
+	"github.com/kubeskel/kubeskel/internal/server"
+	"github.com/kubeskel/kubeskel/internal/sidecar"
+	"github.com/kubeskel/kubeskel/internal/telemetry"
+)
+
+// serve wires the packages together and hands them to the lifecycle
+// controller. stop is done on the first SIGTERM or SIGINT.
+func serve(stop context.Context, cfg config.Config, stdout io.Writer) error {
+	logger, err := logging.New(stdout, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return usageError{err}
+	}
+	reg := metrics.New()
+	lc := lifecycle.New(logger.With("version", buildinfo.Version), reg.SetPhase)
+	for _, name := range config.Unknown(os.Environ()) {
+		logger.Warn("ignoring unknown variable; is it a typo? (kubeskel -h lists the known ones)", "variable", name)
+	}
+
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{
+		ServiceName: "kubeskel", ServiceVersion: buildinfo.Version, Logger: logger,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+
+	// Readiness: started and not draining, and every dependency check.
+	probes := health.New(reg.Registerer())
+	probes.AddReadiness("lifecycle", lc.Ready)
+	checks, stopChecks := context.WithCancel(context.Background())
+	defer stopChecks()
+	for _, addr := range cfg.CheckTCP {
+		probes.AddAsyncReadiness(checks, "tcp:"+addr, health.TCPCheck(addr, cfg.CheckTimeout), cfg.CheckInterval)
+	}
+	for _, u := range cfg.CheckHTTP {
+		probes.AddAsyncReadiness(checks, health.CheckName(u), health.HTTPCheck(u, cfg.CheckTimeout), cfg.CheckInterval)
+	}
+
+	host, _ := os.Hostname()
+	if pod := os.Getenv("POD_NAME"); pod != "" {
+		host = pod
+	}
+	obs := &server.Observability{
+		StartSpan:  tel.StartServerSpan,
+		Route:      func(route, method string) server.RouteObserver { return reg.Route(route, method) },
+		Panic:      reg.Panic,
+		Logger:     logger,
+		RequestLog: cfg.RequestLog,
+	}
+	mux := server.NewMux(*obs)
+	app.AddRoutes(mux, app.Deps{Version: buildinfo.Version, Host: host, SlowMax: cfg.SlowMax, Logger: logger})
+
+	// Bind both listeners now: a port in use must fail start-up at once,
+	// before anything reports ready.
+	opts := server.Options{
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
+		IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, Logger: logger,
+	}
+	trafficOpts := opts
+	trafficOpts.Traffic = obs
+	traffic, err := server.Listen("http", cfg.HTTPAddr, mux, trafficOpts)
+	if err != nil {
+		return err
+	}
+	adminSrv, err := server.Listen("admin", cfg.AdminAddr, admin.Routes(probes.Handler(), reg.Handler()), opts)
+	if err != nil {
+		return errors.Join(err, traffic.Close())
+	}
+	reg.GaugeFunc("http_server_requests_in_flight", "Requests being served on the traffic port.",
+		func() float64 { return float64(traffic.InFlight()) })
+	logger.Info("listening", "server", "http", "addr", traffic.Addr().String())
+	logger.Info("listening", "server", "admin", "addr", adminSrv.Addr().String())
+
+	plan := lifecycle.Plan{
+		Traffic: traffic, Admin: adminSrv,
+		Flush:           tel.Shutdown,
+		PrestopDelay:    cfg.PrestopDelay,
+		QuietPeriod:     cfg.PrestopQuietPeriod,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		CancelMargin:    cfg.HandlerCancelMargin,
+		FlushTimeout:    cfg.TelemetryFlushTimeout,
+		QuitTimeout:     cfg.SidecarQuitTimeout,
+		Drained:         reg.Drained,
+	}
+	if cfg.SidecarReadyURL != "" {
+		plan.WaitReady = func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, cfg.SidecarReadyTimeout)
+			defer cancel()
+			logger.Info("waiting for sidecar", "timeout", cfg.SidecarReadyTimeout.String())
+			if err := sidecar.WaitReady(ctx, cfg.SidecarReadyURL, 250*time.Millisecond); err != nil {
+				return fmt.Errorf("%s: %w", config.Variable("SidecarReadyURL"), err)
+			}
+			return nil
+		}
+	}
+	if cfg.SidecarQuitURL != "" {
+		plan.Quit = func(ctx context.Context) error { return sidecar.Quit(ctx, cfg.SidecarQuitURL) }
+	}
+	return lc.Run(stop, plan)
+}

@@ -1,0 +1,290 @@
+// Package config loads the service's configuration from APP_* environment
+// variables, fills defaults and validates it. It is the only package that
+// knows about github.com/kelseyhightower/envconfig.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Prefix is the prefix of every variable the service reads.
+const Prefix = "APP"
+
+// Config is the whole configuration of the service. Every field is one
+// environment variable: APP_ plus the field name split into words (HTTPAddr
+// is APP_HTTP_ADDR). Fields marked secret never have their value echoed in
+// an error.
+type Config struct {
+	HTTPAddr  string `split_words:"true" default:":8080" desc:"traffic listener address (host:port; :0 picks a free port)"`
+	AdminAddr string `split_words:"true" default:":8081" desc:"admin listener address for /live, /ready and /metrics"`
+
+	PrestopDelay           time.Duration `split_words:"true" default:"5s" desc:"after SIGTERM, keep serving (not ready, Connection: close) this long so load balancers deregister the pod; 0 disables"`
+	PrestopQuietPeriod     time.Duration `split_words:"true" default:"0s" desc:"end the pre-stop delay early once no request has arrived for this long; 0 disables"`
+	ShutdownTimeout        time.Duration `split_words:"true" default:"20s" desc:"deadline for in-flight requests to complete after the pre-stop delay; the rest are cut"`
+	HandlerCancelMargin    time.Duration `split_words:"true" default:"1s" desc:"cancel request contexts this long before the shutdown deadline so handlers can return cleanly"`
+	TelemetryFlushTimeout  time.Duration `split_words:"true" default:"2s" desc:"deadline for exporting the last spans after the drain"`
+	TerminationGracePeriod time.Duration `split_words:"true" default:"30s" desc:"the pod's terminationGracePeriodSeconds; the shutdown budget must fit inside it"`
+
+	SidecarReadyURL     string        `split_words:"true" secret:"true" desc:"if set, poll this URL until it answers 200 before reporting ready (e.g. a mesh proxy)"`
+	SidecarReadyTimeout time.Duration `split_words:"true" default:"60s" desc:"give up start-up (exit 1) if the sidecar is not ready by then"`
+	SidecarQuitURL      string        `split_words:"true" secret:"true" desc:"if set, POST to this URL after the drain to stop a sidecar (best effort)"`
+	SidecarQuitTimeout  time.Duration `split_words:"true" default:"1s" desc:"deadline for the sidecar quit request"`
+
+	ReadHeaderTimeout time.Duration `split_words:"true" default:"5s" desc:"time allowed to read request headers (slowloris protection)"`
+	ReadTimeout       time.Duration `split_words:"true" default:"0s" desc:"time allowed to read a whole request; 0 means no limit"`
+	WriteTimeout      time.Duration `split_words:"true" default:"0s" desc:"time allowed to write a response; 0 means no limit"`
+	IdleTimeout       time.Duration `split_words:"true" default:"620s" desc:"keep-alive idle timeout; keep it above every load balancer's idle timeout"`
+	MaxHeaderBytes    int           `split_words:"true" default:"1048576" desc:"maximum size of request headers in bytes"`
+
+	SlowMax time.Duration `split_words:"true" default:"30s" desc:"cap on the duration the example /slow endpoint sleeps"`
+
+	CheckTCP      []string      `split_words:"true" desc:"comma-separated host:port dependencies that must accept TCP connections for readiness"`
+	CheckHTTP     []string      `split_words:"true" secret:"true" desc:"comma-separated URLs that must answer 2xx for readiness"`
+	CheckInterval time.Duration `split_words:"true" default:"10s" desc:"how often dependency checks run (in the background)"`
+	CheckTimeout  time.Duration `split_words:"true" default:"2s" desc:"timeout of one dependency check"`
+
+	LogFormat  string `split_words:"true" default:"json" desc:"log format: json or text"`
+	LogLevel   string `split_words:"true" default:"info" desc:"log level: debug, info, warn or error"`
+	RequestLog bool   `split_words:"true" default:"false" desc:"log one line per request (with trace_id and span_id)"`
+}
+
+// Error is a configuration error. Its message names the variable and the
+// expected form; the process exits with code 2 on it.
+type Error struct {
+	Variable string
+	Problem  string
+}
+
+func (e *Error) Error() string { return e.Variable + ": " + e.Problem }
+
+// Load reads the configuration from the process environment and validates
+// it. The error, if any, is an errors.Join of *Error values, one per problem.
+func Load() (Config, error) {
+	var c Config
+	if err := envconfig.Process(Prefix, &c); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return c, &Error{Variable: pe.KeyName, Problem: parseProblem(pe)}
+		}
+		return c, fmt.Errorf("read environment: %w", err)
+	}
+	return c, c.Validate()
+}
+
+// parseProblem explains a value envconfig could not convert, echoing the value
+// only for variables that are not secret.
+func parseProblem(pe *envconfig.ParseError) string {
+	var form string
+	switch pe.TypeName {
+	case "time.Duration":
+		form = "a Go duration such as 1500ms, 5s or 1m30s"
+	case "int":
+		form = "a whole number"
+	case "bool":
+		form = "true or false"
+	default:
+		form = "a " + pe.TypeName
+	}
+	if secret(pe.FieldName) {
+		return "invalid value; want " + form
+	}
+	return fmt.Sprintf("invalid value %q; want %s", pe.Value, form)
+}
+
+func secret(field string) bool {
+	f, ok := reflect.TypeFor[Config]().FieldByName(field)
+	return ok && f.Tag.Get("secret") == "true"
+}
+
+// ShutdownBudget is the time the shutdown sequence may take after SIGTERM:
+// pre-stop delay, shutdown deadline, telemetry flush and, if configured, the
+// sidecar quit request.
+func (c Config) ShutdownBudget() time.Duration {
+	b := c.PrestopDelay + c.ShutdownTimeout + c.TelemetryFlushTimeout
+	if c.SidecarQuitURL != "" {
+		b += c.SidecarQuitTimeout
+	}
+	return b
+}
+
+// Validate checks single values and the rules between them. It returns all
+// problems at once, joined, each an *Error naming its variable.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, problem string, args ...any) {
+		errs = append(errs, &Error{Variable: Variable(field), Problem: fmt.Sprintf(problem, args...)})
+	}
+	for _, a := range []struct{ field, addr string }{{"HTTPAddr", c.HTTPAddr}, {"AdminAddr", c.AdminAddr}} {
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || !validPort(port) {
+			bad(a.field, "invalid address %q; want host:port such as :8080 or 127.0.0.1:0", a.addr)
+		}
+	}
+	if c.HTTPAddr == c.AdminAddr && !strings.HasSuffix(c.HTTPAddr, ":0") {
+		bad("AdminAddr", "must differ from %s (%s)", Variable("HTTPAddr"), c.HTTPAddr)
+	}
+	nonNegative := map[string]time.Duration{
+		"PrestopDelay": c.PrestopDelay, "PrestopQuietPeriod": c.PrestopQuietPeriod,
+		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "HandlerCancelMargin": c.HandlerCancelMargin,
+	}
+	positive := map[string]time.Duration{
+		"ShutdownTimeout": c.ShutdownTimeout, "TelemetryFlushTimeout": c.TelemetryFlushTimeout,
+		"TerminationGracePeriod": c.TerminationGracePeriod, "SidecarReadyTimeout": c.SidecarReadyTimeout,
+		"SidecarQuitTimeout": c.SidecarQuitTimeout, "ReadHeaderTimeout": c.ReadHeaderTimeout,
+		"IdleTimeout": c.IdleTimeout, "SlowMax": c.SlowMax, "CheckInterval": c.CheckInterval, "CheckTimeout": c.CheckTimeout,
+	}
+	for _, field := range sortedKeys(nonNegative) {
+		if nonNegative[field] < 0 {
+			bad(field, "must not be negative (got %s)", nonNegative[field])
+		}
+	}
+	for _, field := range sortedKeys(positive) {
+		if positive[field] <= 0 {
+			bad(field, "must be positive (got %s)", positive[field])
+		}
+	}
+	if c.HandlerCancelMargin >= c.ShutdownTimeout && c.ShutdownTimeout > 0 {
+		bad("HandlerCancelMargin", "must be shorter than %s (%s >= %s)", Variable("ShutdownTimeout"), c.HandlerCancelMargin, c.ShutdownTimeout)
+	}
+	if c.MaxHeaderBytes < 4096 {
+		bad("MaxHeaderBytes", "must be at least 4096 (got %d)", c.MaxHeaderBytes)
+	}
+	for _, u := range []struct{ field, raw string }{{"SidecarReadyURL", c.SidecarReadyURL}, {"SidecarQuitURL", c.SidecarQuitURL}} {
+		if _, set := os.LookupEnv(Variable(u.field)); set && u.raw == "" {
+			bad(u.field, "is set but empty; unset it to disable")
+		} else if u.raw != "" && !validURL(u.raw) {
+			bad(u.field, "invalid URL; want http(s)://host[:port]/path")
+		}
+	}
+	for i, addr := range c.CheckTCP {
+		if _, port, err := net.SplitHostPort(addr); err != nil || !validPort(port) || port == "0" {
+			bad("CheckTCP", "item %d %q is not host:port", i+1, addr)
+		}
+	}
+	for i, raw := range c.CheckHTTP {
+		if !validURL(raw) {
+			bad("CheckHTTP", "item %d is not an http(s) URL", i+1)
+		}
+	}
+	if !slices.Contains([]string{"json", "text"}, c.LogFormat) {
+		bad("LogFormat", "invalid value %q; want json or text", c.LogFormat)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		bad("LogLevel", "invalid value %q; want debug, info, warn or error", c.LogLevel)
+	}
+	if budget := c.ShutdownBudget(); len(errs) == 0 && budget >= c.TerminationGracePeriod {
+		quit := ""
+		if c.SidecarQuitURL != "" {
+			quit = fmt.Sprintf(" + %s %s", Variable("SidecarQuitTimeout"), c.SidecarQuitTimeout)
+		}
+		bad("TerminationGracePeriod", "shutdown budget does not fit: %s %s + %s %s + %s %s%s = %s, which is not below %s; raise the grace period or shorten the drain",
+			Variable("PrestopDelay"), c.PrestopDelay, Variable("ShutdownTimeout"), c.ShutdownTimeout,
+			Variable("TelemetryFlushTimeout"), c.TelemetryFlushTimeout, quit, budget, c.TerminationGracePeriod)
+	}
+	return errors.Join(errs...)
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func validURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+func sortedKeys(m map[string]time.Duration) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Variable returns the environment variable of a Config field, or the field
+// name itself if there is no such field.
+func Variable(field string) string {
+	for _, v := range Variables() {
+		if v.Field == field {
+			return v.Name
+		}
+	}
+	return field
+}
+
+// Var describes one environment variable the service reads.
+type Var struct {
+	Name, Field, Type, Default, Description string
+}
+
+// Variables lists every variable the service reads, in declaration order.
+func Variables() []Var {
+	var b strings.Builder
+	// envconfig knows how it names fields; ask it rather than repeat its rules.
+	const format = `{{range .}}{{usage_key .}}	{{.Name}}	{{usage_type .}}	{{usage_default .}}	{{usage_description .}}
+{{end}}`
+	if err := envconfig.Usagef(Prefix, &Config{}, &b, format); err != nil {
+		return nil // cannot happen: Config is a valid specification
+	}
+	var vars []Var
+	for line := range strings.Lines(b.String()) {
+		f := strings.SplitN(strings.TrimSuffix(line, "\n"), "\t", 5)
+		if len(f) == 5 {
+			vars = append(vars, Var{Name: f[0], Field: f[1], Type: f[2], Default: f[3], Description: f[4]})
+		}
+	}
+	return vars
+}
+
+// Usage writes the help text: every variable with its type, default and
+// description.
+func Usage(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tTYPE\tDEFAULT\tDESCRIPTION")
+	for _, v := range Variables() {
+		def := v.Default
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, v.Type, def, v.Description)
+	}
+	return tw.Flush()
+}
+
+// serviceLink matches the variables Kubernetes injects for a Service named
+// "app" (APP_PORT, APP_PORT_8080_TCP_ADDR, APP_SERVICE_HOST, ...).
+var serviceLink = regexp.MustCompile(`^APP_(PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?|SERVICE_(HOST|PORT(_[A-Z0-9_]+)?))$`)
+
+// Unknown returns the APP_* variables in environ ("KEY=value" pairs) that the
+// service does not read, most likely typos. Kubernetes service-link variables
+// are not reported.
+func Unknown(environ []string) []string {
+	known := map[string]bool{}
+	for _, v := range Variables() {
+		known[v.Name] = true
+	}
+	var unknown []string
+	for _, kv := range environ {
+		key, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(key, Prefix+"_") && !known[key] && !serviceLink.MatchString(key) {
+			unknown = append(unknown, key)
+		}
+	}
+	slices.Sort(unknown)
+	return unknown
+}

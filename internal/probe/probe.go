@@ -1,0 +1,51 @@
+// Package probe implements "kubeskel probe URL": an HTTP check for images
+// without curl (Docker HEALTHCHECK, exec probes, helm test).
+package probe
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Run parses args (flags then one URL), GETs the URL and returns nil if it
+// answers 200 within the timeout. Usage errors wrap flag.ErrHelp when help
+// was asked for.
+func Run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: kubeskel probe [-timeout 2s] URL\n\nExits 0 if a GET of URL answers 200, 1 otherwise.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return fmt.Errorf("probe: want exactly one URL, got %d arguments", fs.NArg())
+	}
+	if u, err := url.Parse(fs.Arg(0)); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("probe: %q is not an http(s) URL", fs.Arg(0))
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fs.Arg(0), nil)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", fs.Arg(0), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("probe %s: status %s", fs.Arg(0), resp.Status)
+	}
+	return nil
+}

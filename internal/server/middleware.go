@@ -1,0 +1,143 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+)
+
+// Observability is what the traffic middleware reports to. Every field is
+// optional.
+type Observability struct {
+	// StartSpan starts a server span for a request to route (see
+	// telemetry.Telemetry.StartServerSpan).
+	StartSpan func(r *http.Request, route, spanName string) (context.Context, func(status int))
+	// Route returns the metrics observer of a route and method; it is called
+	// once per registered route, not per request.
+	Route func(route, method string) RouteObserver
+	// Panic is called for every recovered handler panic.
+	Panic func()
+	// Logger logs panics and, if RequestLog is set, one line per request.
+	Logger     *slog.Logger
+	RequestLog bool
+}
+
+// RouteObserver records finished requests of one route.
+type RouteObserver interface {
+	Observe(method string, status int, d time.Duration)
+}
+
+// responseWriter records the status and the route of a request, and adds
+// "Connection: close" while the server drains. It is the only allocation the
+// middleware makes for a request when tracing is off.
+type responseWriter struct {
+	http.ResponseWriter
+	srv         *Server
+	status      int
+	wroteHeader bool
+	route       RouteObserver
+	routeName   string
+	ctx         context.Context
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if !w.wroteHeader && code >= 200 {
+		w.wroteHeader = true
+		w.status = code
+		if w.srv.draining.Load() {
+			// Tell keep-alive clients and proxies to move to another pod
+			// now, while this one still answers. HTTP/2 turns this into
+			// GOAWAY.
+			w.Header().Set("Connection", "close")
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush and Hijack keep streaming and WebSocket handlers working;
+// Unwrap lets http.ResponseController reach the rest.
+func (w *responseWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// middleware counts a request in flight from arrival to completion, recovers
+// panics, marks responses while draining, and records metrics and the
+// request log line when the handler returns.
+func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteObserver) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.arrivals.Add(1)
+		s.inFlight.Add(1)
+		start := time.Now()
+		rw := &responseWriter{ResponseWriter: w, srv: s, ctx: r.Context()}
+		defer func() {
+			p := recover()
+			if p != nil {
+				if p == http.ErrAbortHandler {
+					s.inFlight.Add(-1)
+					panic(p) // net/http's own way to abort a response: let it do so.
+				}
+				if o.Panic != nil {
+					o.Panic()
+				}
+				if o.Logger != nil {
+					o.Logger.LogAttrs(rw.ctx, slog.LevelError, "handler panic",
+						slog.String("method", r.Method), slog.String("path", r.URL.Path),
+						slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
+				}
+				if !rw.wroteHeader {
+					http.Error(rw, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+				}
+			}
+			status := rw.status
+			if status == 0 {
+				status = http.StatusOK // the handler wrote nothing: net/http sends 200
+			}
+			d := time.Since(start)
+			route := rw.route
+			if route == nil {
+				route = unmatched
+			}
+			if route != nil {
+				route.Observe(normalizeMethod(r.Method), status, d)
+			}
+			if o.RequestLog && o.Logger != nil {
+				o.Logger.LogAttrs(rw.ctx, slog.LevelInfo, "request",
+					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", rw.routeName),
+					slog.Int("status", status), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
+			}
+			s.inFlight.Add(-1)
+		}()
+		next.ServeHTTP(rw, r)
+	})
+}
+
+// normalizeMethod bounds the cardinality of the method label.
+func normalizeMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "_OTHER"
+}

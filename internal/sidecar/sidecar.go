@@ -1,0 +1,60 @@
+// Package sidecar coordinates with a sidecar container, typically a service
+// mesh proxy: wait for it before taking traffic, and tell it to exit after
+// the drain.
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// WaitReady polls rawURL with GET every interval until it answers 200. It
+// returns nil then, or an error when ctx ends first. The error never
+// contains the URL, which may carry credentials.
+func WaitReady(ctx context.Context, rawURL string, interval time.Duration) error {
+	client := &http.Client{Timeout: max(interval, time.Second)}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	last := "no answer yet"
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+		if err != nil {
+			return fmt.Errorf("sidecar readiness request: invalid URL")
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = "last status " + resp.Status
+		} else {
+			last = "last attempt failed to connect"
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sidecar not ready (%s): %w", last, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Quit POSTs to rawURL (for example Istio's /quitquitquit or Linkerd's
+// /shutdown) and returns an error unless it answers 2xx before ctx ends.
+func Quit(ctx context.Context, rawURL string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, nil)
+	if err != nil {
+		return fmt.Errorf("sidecar quit request: invalid URL")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("sidecar quit request failed: %w", ctx.Err())
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("sidecar quit request: status %s", resp.Status)
+	}
+	return nil
+}
