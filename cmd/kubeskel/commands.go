@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,7 +45,11 @@ error; 3 shutdown deadline reached, requests cut; 4 second signal.
 		_, err := fmt.Fprintln(stdout, buildinfo.Version)
 		return err
 	case "probe":
-		return probe.Run(ctx, args[1:], stderr)
+		err := probe.Run(ctx, args[1:], stderr)
+		if errors.Is(err, probe.ErrUsage) {
+			return usageError{err}
+		}
+		return err
 	}
 	return usageError{fmt.Errorf("unknown command %q (try kubeskel -h)", args[0])}
 }

@@ -4,6 +4,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,9 +13,12 @@ import (
 	"time"
 )
 
+// ErrUsage wraps errors in the command line itself (exit code 2).
+var ErrUsage = errors.New("usage")
+
 // Run parses args (flags then one URL), GETs the URL and returns nil if it
-// answers 200 within the timeout. Usage errors wrap flag.ErrHelp when help
-// was asked for.
+// answers 200 within the timeout. It returns flag.ErrHelp when help was
+// asked for, and an error wrapping ErrUsage for a bad command line.
 func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -24,14 +28,17 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: probe: %w", ErrUsage, err)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return fmt.Errorf("probe: want exactly one URL, got %d arguments", fs.NArg())
+		return fmt.Errorf("%w: probe: want exactly one URL, got %d arguments", ErrUsage, fs.NArg())
 	}
 	if u, err := url.Parse(fs.Arg(0)); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("probe: %q is not an http(s) URL", fs.Arg(0))
+		return fmt.Errorf("%w: probe: %q is not an http(s) URL", ErrUsage, fs.Arg(0))
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

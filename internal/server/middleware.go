@@ -124,7 +124,7 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 			if o.RequestLog && o.Logger != nil {
 				o.Logger.LogAttrs(rw.ctx, slog.LevelInfo, "request",
 					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", rw.routeName),
-					slog.Int("status", status), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
+					slog.Int("status", status), slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote", r.RemoteAddr))
 			}
 			s.inFlight.Add(-1)
 		}()

@@ -19,12 +19,14 @@ func NewMux(obs Observability) *Mux {
 }
 
 // Handle registers h for pattern, in http.ServeMux syntax ("GET /items/{id}").
-// The route label is the pattern without its method.
+// The route label (metrics, span name, http.route) is the pattern without its
+// method and without a trailing "{$}": "GET /{$}" is route "/".
 func (m *Mux) Handle(pattern string, h http.Handler) {
 	method, route, ok := strings.Cut(pattern, " ")
 	if !ok {
 		method, route = "", pattern
 	}
+	route = strings.TrimSuffix(route, "{$}")
 	spanName := strings.TrimSpace(method + " " + route)
 	var observer RouteObserver
 	if m.obs.Route != nil {

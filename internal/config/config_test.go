@@ -1,0 +1,491 @@
+package config_test
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubeskel/kubeskel/internal/config"
+)
+
+// cleanEnv unsets every APP_* variable for the duration of the test, so the
+// test sees the defaults whatever the environment it runs in. Like
+// t.Setenv, it forbids t.Parallel.
+func cleanEnv(t *testing.T) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		key, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(key, config.Prefix+"_") {
+			t.Setenv(key, "") // restores the old value after the test
+			os.Unsetenv(key)
+		}
+	}
+}
+
+// setEnv sets every KEY=value of env for the duration of the test.
+func setEnv(t *testing.T, env map[string]string) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+}
+
+// configErrors returns the *config.Error values in err, which is one
+// *config.Error or an errors.Join of them.
+func configErrors(t *testing.T, err error) []*config.Error {
+	t.Helper()
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		var errs []*config.Error
+		for _, e := range joined.Unwrap() {
+			errs = append(errs, configErrors(t, e)...)
+		}
+		return errs
+	}
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		return []*config.Error{ce}
+	}
+	return nil
+}
+
+func TestLoadDefaults(t *testing.T) {
+	cleanEnv(t)
+	c, err := config.Load()
+	if err != nil {
+		t.Fatalf("Load() with no APP_* variables: %v", err)
+	}
+	want := config.Config{
+		HTTPAddr:               ":8080",
+		AdminAddr:              ":8081",
+		PrestopDelay:           5 * time.Second,
+		PrestopQuietPeriod:     0,
+		ShutdownTimeout:        20 * time.Second,
+		HandlerCancelMargin:    time.Second,
+		TelemetryFlushTimeout:  2 * time.Second,
+		TerminationGracePeriod: 30 * time.Second,
+		SidecarReadyTimeout:    60 * time.Second,
+		SidecarQuitTimeout:     time.Second,
+		ReadHeaderTimeout:      5 * time.Second,
+		IdleTimeout:            620 * time.Second,
+		MaxHeaderBytes:         1 << 20,
+		SlowMax:                30 * time.Second,
+		CheckInterval:          10 * time.Second,
+		CheckTimeout:           2 * time.Second,
+		LogFormat:              "json",
+		LogLevel:               "info",
+		RequestLog:             false,
+	}
+	// nil and empty slices are both "no checks".
+	if len(c.CheckTCP) != 0 || len(c.CheckHTTP) != 0 {
+		t.Errorf("CheckTCP = %q, CheckHTTP = %q; want both empty", c.CheckTCP, c.CheckHTTP)
+	}
+	c.CheckTCP, c.CheckHTTP = nil, nil
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("Load() =\n%+v\nwant\n%+v", c, want)
+	}
+	if got, want := c.ShutdownBudget(), 27*time.Second; got != want {
+		t.Errorf("ShutdownBudget() = %s, want %s", got, want)
+	}
+}
+
+func TestLoadValues(t *testing.T) {
+	cleanEnv(t)
+	setEnv(t, map[string]string{
+		"APP_HTTP_ADDR":                "127.0.0.1:0",
+		"APP_ADMIN_ADDR":               "127.0.0.1:0", // both :0 is allowed
+		"APP_PRESTOP_DELAY":            "1500ms",
+		"APP_SHUTDOWN_TIMEOUT":         "1m30s",
+		"APP_CHECK_TCP":                "db:5432,cache:6379",
+		"APP_CHECK_HTTP":               "http://a/healthz,https://b:8443/",
+		"APP_REQUEST_LOG":              "true",
+		"APP_MAX_HEADER_BYTES":         "8192",
+		"APP_LOG_FORMAT":               "text",
+		"APP_LOG_LEVEL":                "debug",
+		"APP_SIDECAR_QUIT_URL":         "http://127.0.0.1:15020/quitquitquit",
+		"APP_TERMINATION_GRACE_PERIOD": "2m",
+	})
+	c, err := config.Load()
+	if err != nil {
+		t.Fatalf("Load(): %v", err)
+	}
+	if got, want := c.PrestopDelay, 1500*time.Millisecond; got != want {
+		t.Errorf("PrestopDelay = %s, want %s", got, want)
+	}
+	if got, want := c.ShutdownTimeout, 90*time.Second; got != want {
+		t.Errorf("ShutdownTimeout = %s, want %s", got, want)
+	}
+	if got, want := c.CheckTCP, []string{"db:5432", "cache:6379"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("CheckTCP = %q, want %q", got, want)
+	}
+	if got, want := c.CheckHTTP, []string{"http://a/healthz", "https://b:8443/"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("CheckHTTP = %q, want %q", got, want)
+	}
+	if !c.RequestLog {
+		t.Error("RequestLog = false, want true")
+	}
+	if got, want := c.MaxHeaderBytes, 8192; got != want {
+		t.Errorf("MaxHeaderBytes = %d, want %d", got, want)
+	}
+	// 1.5s + 90s + 2s + 1s (quit URL set)
+	if got, want := c.ShutdownBudget(), 94500*time.Millisecond; got != want {
+		t.Errorf("ShutdownBudget() = %s, want %s", got, want)
+	}
+}
+
+func TestLoadRejectsBadValues(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      map[string]string
+		variable string
+		contains []string // the expected form, and the value when it is not secret
+	}{
+		{"duration word", map[string]string{"APP_SHUTDOWN_TIMEOUT": "five"}, "APP_SHUTDOWN_TIMEOUT", []string{`"five"`, "Go duration"}},
+		{"duration without unit", map[string]string{"APP_PRESTOP_DELAY": "5"}, "APP_PRESTOP_DELAY", []string{`"5"`, "Go duration"}},
+		{"duration empty", map[string]string{"APP_IDLE_TIMEOUT": ""}, "APP_IDLE_TIMEOUT", []string{"Go duration"}},
+		{"negative prestop delay", map[string]string{"APP_PRESTOP_DELAY": "-1s"}, "APP_PRESTOP_DELAY", []string{"negative", "-1s"}},
+		{"negative quiet period", map[string]string{"APP_PRESTOP_QUIET_PERIOD": "-1ms"}, "APP_PRESTOP_QUIET_PERIOD", []string{"negative"}},
+		{"negative read timeout", map[string]string{"APP_READ_TIMEOUT": "-2s"}, "APP_READ_TIMEOUT", []string{"negative"}},
+		{"negative write timeout", map[string]string{"APP_WRITE_TIMEOUT": "-2s"}, "APP_WRITE_TIMEOUT", []string{"negative"}},
+		{"negative cancel margin", map[string]string{"APP_HANDLER_CANCEL_MARGIN": "-1s"}, "APP_HANDLER_CANCEL_MARGIN", []string{"negative"}},
+		{"zero shutdown timeout", map[string]string{"APP_SHUTDOWN_TIMEOUT": "0s"}, "APP_SHUTDOWN_TIMEOUT", []string{"positive"}},
+		{"negative flush timeout", map[string]string{"APP_TELEMETRY_FLUSH_TIMEOUT": "-1s"}, "APP_TELEMETRY_FLUSH_TIMEOUT", []string{"positive"}},
+		{"zero grace period", map[string]string{"APP_TERMINATION_GRACE_PERIOD": "0s"}, "APP_TERMINATION_GRACE_PERIOD", []string{"positive"}},
+		{"zero sidecar ready timeout", map[string]string{"APP_SIDECAR_READY_TIMEOUT": "0s"}, "APP_SIDECAR_READY_TIMEOUT", []string{"positive"}},
+		{"zero sidecar quit timeout", map[string]string{"APP_SIDECAR_QUIT_TIMEOUT": "0s"}, "APP_SIDECAR_QUIT_TIMEOUT", []string{"positive"}},
+		{"zero read header timeout", map[string]string{"APP_READ_HEADER_TIMEOUT": "0s"}, "APP_READ_HEADER_TIMEOUT", []string{"positive"}},
+		{"zero idle timeout", map[string]string{"APP_IDLE_TIMEOUT": "0s"}, "APP_IDLE_TIMEOUT", []string{"positive"}},
+		{"zero slow max", map[string]string{"APP_SLOW_MAX": "0s"}, "APP_SLOW_MAX", []string{"positive"}},
+		{"zero check interval", map[string]string{"APP_CHECK_INTERVAL": "0s"}, "APP_CHECK_INTERVAL", []string{"positive"}},
+		{"negative check timeout", map[string]string{"APP_CHECK_TIMEOUT": "-1s"}, "APP_CHECK_TIMEOUT", []string{"positive"}},
+		{"addr without port", map[string]string{"APP_HTTP_ADDR": "localhost"}, "APP_HTTP_ADDR", []string{`"localhost"`, "host:port"}},
+		{"addr port 70000", map[string]string{"APP_HTTP_ADDR": ":70000"}, "APP_HTTP_ADDR", []string{`":70000"`, "host:port"}},
+		{"addr negative port", map[string]string{"APP_ADMIN_ADDR": ":-1"}, "APP_ADMIN_ADDR", []string{`":-1"`, "host:port"}},
+		{"addr named port", map[string]string{"APP_ADMIN_ADDR": ":http"}, "APP_ADMIN_ADDR", []string{"host:port"}},
+		{"same addr twice", map[string]string{"APP_HTTP_ADDR": ":9000", "APP_ADMIN_ADDR": ":9000"}, "APP_ADMIN_ADDR", []string{"must differ", "APP_HTTP_ADDR"}},
+		{"bad bool", map[string]string{"APP_REQUEST_LOG": "yes please"}, "APP_REQUEST_LOG", []string{`"yes please"`, "true or false"}},
+		{"bad int", map[string]string{"APP_MAX_HEADER_BYTES": "1MiB"}, "APP_MAX_HEADER_BYTES", []string{`"1MiB"`, "whole number"}},
+		{"small int", map[string]string{"APP_MAX_HEADER_BYTES": "100"}, "APP_MAX_HEADER_BYTES", []string{"at least 4096", "100"}},
+		{"log format", map[string]string{"APP_LOG_FORMAT": "xml"}, "APP_LOG_FORMAT", []string{`"xml"`, "json or text"}},
+		{"log level", map[string]string{"APP_LOG_LEVEL": "verbose"}, "APP_LOG_LEVEL", []string{`"verbose"`, "debug, info, warn or error"}},
+		{"log level case", map[string]string{"APP_LOG_LEVEL": "INFO"}, "APP_LOG_LEVEL", []string{`"INFO"`}},
+		{"sidecar ready URL scheme", map[string]string{"APP_SIDECAR_READY_URL": "ftp://proxy/ready"}, "APP_SIDECAR_READY_URL", []string{"http(s)://"}},
+		{"sidecar ready URL no host", map[string]string{"APP_SIDECAR_READY_URL": "http:///ready"}, "APP_SIDECAR_READY_URL", []string{"http(s)://"}},
+		{"sidecar quit URL relative", map[string]string{"APP_SIDECAR_QUIT_URL": "/quitquitquit"}, "APP_SIDECAR_QUIT_URL", []string{"http(s)://"}},
+		{"sidecar ready URL set but empty", map[string]string{"APP_SIDECAR_READY_URL": ""}, "APP_SIDECAR_READY_URL", []string{"set but empty"}},
+		{"sidecar quit URL set but empty", map[string]string{"APP_SIDECAR_QUIT_URL": ""}, "APP_SIDECAR_QUIT_URL", []string{"set but empty"}},
+		{"check TCP without port", map[string]string{"APP_CHECK_TCP": "db:5432,cache"}, "APP_CHECK_TCP", []string{"item 2", `"cache"`, "host:port"}},
+		{"check TCP port 0", map[string]string{"APP_CHECK_TCP": "db:0"}, "APP_CHECK_TCP", []string{"item 1", `"db:0"`}},
+		{"check TCP port 70000", map[string]string{"APP_CHECK_TCP": "db:70000"}, "APP_CHECK_TCP", []string{"item 1"}},
+		{"check TCP trailing comma", map[string]string{"APP_CHECK_TCP": "db:5432,"}, "APP_CHECK_TCP", []string{"item 2"}},
+		{"check HTTP scheme", map[string]string{"APP_CHECK_HTTP": "http://a/ok,tcp://b:1"}, "APP_CHECK_HTTP", []string{"item 2", "http(s) URL"}},
+		{"cancel margin equals shutdown timeout", map[string]string{"APP_HANDLER_CANCEL_MARGIN": "20s"}, "APP_HANDLER_CANCEL_MARGIN", []string{"shorter than APP_SHUTDOWN_TIMEOUT", "20s >= 20s"}},
+		{"cancel margin above shutdown timeout", map[string]string{"APP_SHUTDOWN_TIMEOUT": "2s", "APP_HANDLER_CANCEL_MARGIN": "3s"}, "APP_HANDLER_CANCEL_MARGIN", []string{"3s >= 2s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cleanEnv(t)
+			setEnv(t, tt.env)
+			_, err := config.Load()
+			if err == nil {
+				t.Fatalf("Load() with %v = nil error, want an error naming %s", tt.env, tt.variable)
+			}
+			errs := configErrors(t, err)
+			if len(errs) == 0 {
+				t.Fatalf("Load() error %q (%T) holds no *config.Error", err, err)
+			}
+			var found *config.Error
+			for _, e := range errs {
+				if e.Variable == tt.variable {
+					found = e
+				}
+			}
+			if found == nil {
+				t.Fatalf("Load() error %q does not name %s", err, tt.variable)
+			}
+			if !strings.HasPrefix(found.Error(), tt.variable+": ") {
+				t.Errorf("error %q does not start with %q", found.Error(), tt.variable+": ")
+			}
+			for _, s := range tt.contains {
+				if !strings.Contains(found.Error(), s) {
+					t.Errorf("error %q does not contain %q", found.Error(), s)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	cleanEnv(t)
+	setEnv(t, map[string]string{
+		"APP_HTTP_ADDR":     "nope",
+		"APP_LOG_FORMAT":    "xml",
+		"APP_PRESTOP_DELAY": "-1s",
+	})
+	_, err := config.Load()
+	var got []string
+	for _, e := range configErrors(t, err) {
+		got = append(got, e.Variable)
+	}
+	want := []string{"APP_HTTP_ADDR", "APP_PRESTOP_DELAY", "APP_LOG_FORMAT"}
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			found = found || g == w
+		}
+		if !found {
+			t.Errorf("Load() error names %q, want it to name %s too (error: %v)", got, w, err)
+		}
+	}
+}
+
+func TestSecretValuesNeverEchoed(t *testing.T) {
+	const secret = "hunter2-s3cr3t"
+	tests := []struct {
+		name, variable, value string
+	}{
+		{"ready URL bad scheme", "APP_SIDECAR_READY_URL", "ftp://user:" + secret + "@proxy/ready"},
+		{"ready URL no host", "APP_SIDECAR_READY_URL", "http://" + "/" + secret},
+		{"quit URL unparsable", "APP_SIDECAR_QUIT_URL", "http://user:" + secret + "@[::1/quit"},
+		{"quit URL relative", "APP_SIDECAR_QUIT_URL", "/quit?token=" + secret},
+		{"check HTTP bad item", "APP_CHECK_HTTP", "https://ok.example/,gopher://user:" + secret + "@db/"},
+		{"check HTTP unparsable item", "APP_CHECK_HTTP", "http://a%zz/" + secret},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cleanEnv(t)
+			t.Setenv(tt.variable, tt.value)
+			_, err := config.Load()
+			if err == nil {
+				t.Fatalf("Load() with %s=%q: nil error, want one", tt.variable, tt.value)
+			}
+			if !strings.Contains(err.Error(), tt.variable) {
+				t.Errorf("error %q does not name %s", err, tt.variable)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("error %q echoes the secret value of %s", err, tt.variable)
+			}
+		})
+	}
+}
+
+func TestBudgetRule(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      map[string]string
+		wantErr  bool
+		contains []string
+	}{
+		{
+			name:    "defaults fit",
+			env:     map[string]string{},
+			wantErr: false,
+		},
+		{
+			name:    "just below the grace period",
+			env:     map[string]string{"APP_TERMINATION_GRACE_PERIOD": "27001ms"},
+			wantErr: false,
+		},
+		{
+			name:     "equal to the grace period",
+			env:      map[string]string{"APP_TERMINATION_GRACE_PERIOD": "27s"},
+			wantErr:  true,
+			contains: []string{"APP_PRESTOP_DELAY 5s", "APP_SHUTDOWN_TIMEOUT 20s", "APP_TELEMETRY_FLUSH_TIMEOUT 2s", "= 27s", "not below 27s"},
+		},
+		{
+			name:     "over the grace period",
+			env:      map[string]string{"APP_PRESTOP_DELAY": "10s", "APP_SHUTDOWN_TIMEOUT": "25s"},
+			wantErr:  true,
+			contains: []string{"APP_PRESTOP_DELAY 10s", "APP_SHUTDOWN_TIMEOUT 25s", "APP_TELEMETRY_FLUSH_TIMEOUT 2s", "= 37s", "not below 30s"},
+		},
+		{
+			name: "quit timeout counts when the quit URL is set",
+			env: map[string]string{
+				"APP_TERMINATION_GRACE_PERIOD": "28s",
+				"APP_SIDECAR_QUIT_URL":         "http://127.0.0.1:15020/quitquitquit",
+				"APP_SIDECAR_QUIT_TIMEOUT":     "1s",
+			},
+			wantErr:  true,
+			contains: []string{"APP_SIDECAR_QUIT_TIMEOUT 1s", "= 28s", "not below 28s"},
+		},
+		{
+			name:    "quit timeout ignored without the quit URL",
+			env:     map[string]string{"APP_TERMINATION_GRACE_PERIOD": "28s", "APP_SIDECAR_QUIT_TIMEOUT": "10s"},
+			wantErr: false,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cleanEnv(t)
+			setEnv(t, tt.env)
+			_, err := config.Load()
+			if got := err != nil; got != tt.wantErr {
+				t.Fatalf("Load() error = %v, want error: %t", err, tt.wantErr)
+			}
+			if err == nil {
+				return
+			}
+			errs := configErrors(t, err)
+			if got, want := len(errs), 1; got != want {
+				t.Fatalf("Load() gave %d errors (%v), want %d", got, err, want)
+			}
+			if got, want := errs[0].Variable, "APP_TERMINATION_GRACE_PERIOD"; got != want {
+				t.Errorf("Variable = %q, want %q", got, want)
+			}
+			for _, s := range tt.contains {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not contain %q", err, s)
+				}
+			}
+			if strings.Contains(err.Error(), "quitquitquit") {
+				t.Errorf("error %q echoes the secret quit URL", err)
+			}
+		})
+	}
+}
+
+// contractVariables reads the variable table of docs/contract.md.
+func contractVariables(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open("../../docs/contract.md")
+	if err != nil {
+		t.Fatalf("open contract: %v", err)
+	}
+	defer f.Close()
+	var names []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		cells := strings.Split(s.Text(), "|")
+		if len(cells) >= 3 && strings.HasPrefix(strings.TrimSpace(cells[1]), "APP_") {
+			names = append(names, strings.TrimSpace(cells[1]))
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("read contract: %v", err)
+	}
+	if len(names) == 0 {
+		t.Fatal("no APP_ variables found in docs/contract.md")
+	}
+	return names
+}
+
+func TestVariablesMatchContract(t *testing.T) {
+	want := contractVariables(t)
+	var got []string
+	for _, v := range config.Variables() {
+		got = append(got, v.Name)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
+	}
+	if got, want := len(want), 25; got != want {
+		t.Errorf("contract lists %d variables, want %d", got, want)
+	}
+}
+
+func TestVariable(t *testing.T) {
+	tests := []struct{ field, want string }{
+		{"HTTPAddr", "APP_HTTP_ADDR"},
+		{"SidecarReadyURL", "APP_SIDECAR_READY_URL"},
+		{"CheckTCP", "APP_CHECK_TCP"},
+		{"TerminationGracePeriod", "APP_TERMINATION_GRACE_PERIOD"},
+		{"NoSuchField", "NoSuchField"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.field, func(t *testing.T) {
+			if got := config.Variable(tt.field); got != tt.want {
+				t.Errorf("Variable(%q) = %q, want %q", tt.field, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var b strings.Builder
+	if err := config.Usage(&b); err != nil {
+		t.Fatalf("Usage: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	want := contractVariables(t)
+	if got, want := len(lines), len(want)+1; got != want {
+		t.Fatalf("Usage wrote %d lines, want %d (header and one per variable):\n%s", got, want, b.String())
+	}
+	for i, name := range want {
+		line := lines[i+1]
+		if got := strings.Fields(line)[0]; got != name {
+			t.Errorf("line %d starts with %q, want %q", i+2, got, name)
+		}
+	}
+	for _, line := range lines {
+		if strings.HasPrefix(line, "APP_SHUTDOWN_TIMEOUT ") && !strings.Contains(line, "20s") {
+			t.Errorf("usage line %q does not show the default 20s", line)
+		}
+	}
+}
+
+// serviceLinks are the variables Kubernetes injects into every pod for a
+// Service named "app" in the same namespace.
+var serviceLinks = map[string]string{
+	"APP_PORT":                       "tcp://10.0.0.1:8080",
+	"APP_PORT_8080_TCP":              "tcp://10.0.0.1:8080",
+	"APP_PORT_8080_TCP_ADDR":         "10.0.0.1",
+	"APP_PORT_8080_TCP_PORT":         "8080",
+	"APP_PORT_8080_TCP_PROTO":        "tcp",
+	"APP_PORT_53_UDP_PROTO":          "udp",
+	"APP_SERVICE_HOST":               "10.0.0.1",
+	"APP_SERVICE_PORT":               "8080",
+	"APP_SERVICE_PORT_HTTP":          "8080",
+	"APP_SERVICE_PORT_ADMIN_METRICS": "8081",
+}
+
+func TestUnknown(t *testing.T) {
+	var environ []string
+	for k, v := range serviceLinks {
+		environ = append(environ, k+"="+v)
+	}
+	environ = append(environ,
+		"APP_HTTP_ADDR=:8080",      // known
+		"APP_LOG_LEVEL=debug",      // known
+		"APP_SHUTDOWN_TIMOUT=10s",  // typo
+		"APP_LOGLEVEL=debug",       // typo
+		"APP_PORTS=8080",           // not a service link
+		"APP_PORT_8080_TCP_HOST=x", // not a service link
+		"HOME=/root",               // not ours
+		"OTEL_SERVICE_NAME=x",      // not ours
+		"APPLE=1",                  // no APP_ prefix
+		"APP_EMPTY=",
+	)
+	got := config.Unknown(environ)
+	want := []string{"APP_EMPTY", "APP_LOGLEVEL", "APP_PORTS", "APP_PORT_8080_TCP_HOST", "APP_SHUTDOWN_TIMOUT"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Unknown() = %q, want %q", got, want)
+	}
+	if got := config.Unknown(nil); len(got) != 0 {
+		t.Errorf("Unknown(nil) = %q, want none", got)
+	}
+}
+
+func TestLoadWithServiceLinks(t *testing.T) {
+	cleanEnv(t)
+	setEnv(t, serviceLinks)
+	c, err := config.Load()
+	if err != nil {
+		t.Fatalf("Load() with Kubernetes service-link variables: %v", err)
+	}
+	if got, want := c.HTTPAddr, ":8080"; got != want {
+		t.Errorf("HTTPAddr = %q, want %q", got, want)
+	}
+	if got := config.Unknown(os.Environ()); len(got) != 0 {
+		t.Errorf("Unknown(os.Environ()) = %q, want none for service links", got)
+	}
+}
+
+func TestErrorMessage(t *testing.T) {
+	e := &config.Error{Variable: "APP_X", Problem: "must be positive"}
+	if got, want := e.Error(), "APP_X: must be positive"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
