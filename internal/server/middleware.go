@@ -40,6 +40,7 @@ type responseWriter struct {
 	srv         *Server
 	status      int
 	wroteHeader bool
+	hijacked    bool
 	route       RouteObserver
 	routeName   string
 	ctx         context.Context
@@ -76,7 +77,11 @@ func (w *responseWriter) Flush() {
 }
 
 func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return conn, rw, err
 }
 
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -129,6 +134,11 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 			s.inFlight.Add(-1)
 		}()
 		next.ServeHTTP(rw, r)
+		if !rw.wroteHeader && !rw.hijacked {
+			// The handler wrote nothing; net/http would send a bare 200.
+			// Send it through WriteHeader so it too gets "Connection: close".
+			rw.WriteHeader(http.StatusOK)
+		}
 	})
 }
 
