@@ -82,7 +82,23 @@ func Load() (Config, error) {
 		}
 		return c, fmt.Errorf("read environment: %w", err)
 	}
-	return c, c.Validate()
+	// Set but empty means "configured wrongly", not "off": unset to disable.
+	var errs []error
+	for _, field := range []string{"SidecarReadyURL", "SidecarQuitURL"} {
+		if v, set := os.LookupEnv(Variable(field)); set && strings.TrimSpace(v) == "" {
+			errs = append(errs, &Error{Variable: Variable(field), Problem: "is set but empty; unset it to disable"})
+		}
+	}
+	c.CheckTCP, c.CheckHTTP = trimList(c.CheckTCP), trimList(c.CheckHTTP)
+	return c, errors.Join(append(errs, c.Validate())...)
+}
+
+// trimList trims spaces around list items ("db:5432, cache:6379").
+func trimList(items []string) []string {
+	for i := range items {
+		items[i] = strings.TrimSpace(items[i])
+	}
+	return items
 }
 
 // parseProblem explains a value envconfig could not convert, echoing the value
@@ -163,10 +179,20 @@ func (c Config) Validate() error {
 		bad("MaxHeaderBytes", "must be at least 4096 (got %d)", c.MaxHeaderBytes)
 	}
 	for _, u := range []struct{ field, raw string }{{"SidecarReadyURL", c.SidecarReadyURL}, {"SidecarQuitURL", c.SidecarQuitURL}} {
-		if _, set := os.LookupEnv(Variable(u.field)); set && u.raw == "" {
-			bad(u.field, "is set but empty; unset it to disable")
-		} else if u.raw != "" && !validURL(u.raw) {
+		if u.raw != "" && !validURL(u.raw) {
 			bad(u.field, "invalid URL; want http(s)://host[:port]/path")
+		}
+	}
+	for _, list := range []struct {
+		field string
+		items []string
+	}{{"CheckTCP", c.CheckTCP}, {"CheckHTTP", c.CheckHTTP}} {
+		seen := map[string]bool{}
+		for i, item := range list.items {
+			if seen[item] {
+				bad(list.field, "item %d repeats an earlier item", i+1)
+			}
+			seen[item] = true
 		}
 	}
 	for i, addr := range c.CheckTCP {

@@ -5,6 +5,7 @@ package health
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"time"
@@ -21,30 +22,42 @@ type Check = func() error
 // readiness or liveness check fails; liveness only when a liveness check
 // fails.
 type Probes struct {
-	h healthcheck.Handler
+	h     healthcheck.Handler
+	names map[string]int // checks added per name, to keep names unique
 }
 
 // New returns probes without checks (both answer 200) whose check results
 // are also exported as the gauge kubeskel_healthcheck_status{check} in reg
 // (0 ok, 1 failing).
 func New(reg prometheus.Registerer) *Probes {
-	return &Probes{h: healthcheck.NewMetricsHandler(reg, "kubeskel")}
+	return &Probes{h: healthcheck.NewMetricsHandler(reg, "kubeskel"), names: map[string]int{}}
+}
+
+// unique returns name, or name#2, name#3... if it was used before: the
+// library would replace a check of the same name and panic on registering
+// its gauge twice. Checks are added during start-up only, from one goroutine.
+func (p *Probes) unique(name string) string {
+	p.names[name]++
+	if n := p.names[name]; n > 1 {
+		return fmt.Sprintf("%s#%d", name, n)
+	}
+	return name
 }
 
 // AddLiveness adds a check of the process's own health. Never add a
 // dependency here: a failing liveness probe restarts the container.
-func (p *Probes) AddLiveness(name string, c Check) { p.h.AddLivenessCheck(name, c) }
+func (p *Probes) AddLiveness(name string, c Check) { p.h.AddLivenessCheck(p.unique(name), c) }
 
 // AddReadiness adds a check that must pass for the pod to receive traffic.
 // c runs on every probe, so it must answer at once (read a flag).
-func (p *Probes) AddReadiness(name string, c Check) { p.h.AddReadinessCheck(name, c) }
+func (p *Probes) AddReadiness(name string, c Check) { p.h.AddReadinessCheck(p.unique(name), c) }
 
 // AddAsyncReadiness runs c every interval in the background, from now until
 // ctx ends, and makes its latest result a readiness check, so a probe
 // answers in microseconds whatever the dependency's latency. It fails until
 // c has run once.
 func (p *Probes) AddAsyncReadiness(ctx context.Context, name string, c Check, interval time.Duration) {
-	p.h.AddReadinessCheck(name, healthcheck.AsyncWithContext(ctx, c, interval))
+	p.h.AddReadinessCheck(p.unique(name), healthcheck.AsyncWithContext(ctx, c, interval))
 }
 
 // TCPCheck passes when addr accepts a TCP connection within timeout.
@@ -61,6 +74,8 @@ func HTTPCheck(rawURL string, timeout time.Duration) Check {
 		if err != nil {
 			return fmt.Errorf("GET %s: request failed", CheckName(rawURL))
 		}
+		// Drain the body so the connection is reused by the next check.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
 			return fmt.Errorf("GET %s: status %d", CheckName(rawURL), resp.StatusCode)

@@ -5,6 +5,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -30,7 +31,9 @@ func WaitReady(ctx context.Context, rawURL string, interval time.Duration) error
 				return nil
 			}
 			last = "last status " + resp.Status
-		} else {
+		} else if ctx.Err() == nil {
+			// An attempt cut short by our own deadline says nothing about
+			// the sidecar: keep the previous answer.
 			last = "last attempt failed to connect"
 		}
 		select {
@@ -48,9 +51,14 @@ func Quit(ctx context.Context, rawURL string) error {
 	if err != nil {
 		return fmt.Errorf("sidecar quit request: invalid URL")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// No redirects: following one would turn the POST into a GET.
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("sidecar quit request failed: %w", ctx.Err())
+		if ctx.Err() != nil {
+			return fmt.Errorf("sidecar quit request: %w", ctx.Err())
+		}
+		return errors.New("sidecar quit request failed: could not connect") // the URL may hold credentials
 	}
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
