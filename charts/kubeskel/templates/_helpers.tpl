@@ -1,0 +1,177 @@
+{{/*
+Names and labels, in the shape every Helm user expects (helm create, bitnami).
+*/}}
+
+{{- define "kubeskel.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Full name: release-chart, or just the release name when it already contains
+the chart name. Truncated to 63 characters, the DNS label limit; metrics and
+test objects append at most 8 characters, so the base is cut at 55.
+*/}}
+{{- define "kubeskel.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 55 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 55 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubeskel.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kubeskel.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels: immutable in a Deployment, so only name and instance. */}}
+{{- define "kubeskel.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubeskel.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kubeskel.labels" -}}
+helm.sh/chart: {{ include "kubeskel.chart" . }}
+{{ include "kubeskel.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "kubeskel.imageTag" . | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: {{ include "kubeskel.name" . }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "kubeskel.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kubeskel.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubeskel.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag -}}
+{{- end -}}
+
+{{/* Image reference; a digest pins it and wins over the tag. */}}
+{{- define "kubeskel.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (include "kubeskel.imageTag" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+kubeskel.durationMs parses a Go duration string with the units h, m, s and ms
+("5s", "1500ms", "1m30s", "0") and returns whole milliseconds, rounded up.
+values.schema.json already rejects malformed durations; this check repeats it
+for installs that skip schema validation, because a silently wrong number here
+becomes a grace period that cuts requests.
+*/}}
+{{- define "kubeskel.durationMs" -}}
+{{- $d := toString . | trim -}}
+{{- if not (regexMatch "^(0|([0-9]+(\\.[0-9]+)?(ms|h|m|s))+)$" $d) -}}
+{{- fail (printf "invalid duration %q: use a non-negative Go duration with units h, m, s or ms, e.g. 1m30s or 1500ms" $d) -}}
+{{- end -}}
+{{- $ms := 0.0 -}}
+{{- $unitMs := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 -}}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ms|h|m|s)" $d -1 -}}
+{{- $unit := regexFind "(ms|h|m|s)$" . -}}
+{{- $ms = addf $ms (mulf (float64 (trimSuffix $unit .)) (get $unitMs $unit)) -}}
+{{- end -}}
+{{- ceil $ms | int64 -}}
+{{- end -}}
+
+{{/* kubeskel.durationSeconds: the same, rounded up to whole seconds. */}}
+{{- define "kubeskel.durationSeconds" -}}
+{{- $ms := include "kubeskel.durationMs" . | int64 -}}
+{{- div (add $ms 999) 1000 -}}
+{{- end -}}
+
+{{/* Sidecar URLs: explicit values win over the preset. */}}
+{{- define "kubeskel.sidecarReadyURL" -}}
+{{- $presets := dict "istio" "http://127.0.0.1:15021/healthz/ready" "linkerd" "http://127.0.0.1:4191/ready" -}}
+{{- default (get $presets .Values.sidecar.preset) .Values.sidecar.readyURL -}}
+{{- end -}}
+
+{{- define "kubeskel.sidecarQuitURL" -}}
+{{- $presets := dict "istio" "http://127.0.0.1:15020/quitquitquit" "linkerd" "http://127.0.0.1:4191/shutdown" -}}
+{{- default (get $presets .Values.sidecar.preset) .Values.sidecar.quitURL -}}
+{{- end -}}
+
+{{/* Seconds of the native preStop sleep; 0 when the in-process delay is used. */}}
+{{- define "kubeskel.preStopSleepSeconds" -}}
+{{- if .Values.lifecycle.preStopSleep.enabled -}}
+{{- include "kubeskel.durationSeconds" .Values.lifecycle.preStopDelay -}}
+{{- else -}}
+0
+{{- end -}}
+{{- end -}}
+
+{{/* In-process APP_PRESTOP_DELAY: zero when the kubelet sleeps instead. */}}
+{{- define "kubeskel.appPreStopDelay" -}}
+{{- if .Values.lifecycle.preStopSleep.enabled -}}
+0s
+{{- else -}}
+{{- .Values.lifecycle.preStopDelay -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+kubeskel.drainMs is the longest a pod can take from the start of termination
+to the app's exit: the preStop sleep (when used) or the in-process delay, the
+HTTP shutdown, the telemetry flush and, when a quit URL is set, the quit POST.
+This is the binary's own budget rule plus the preStop sleep, which the kubelet
+runs inside the same grace period before it sends SIGTERM.
+*/}}
+{{- define "kubeskel.drainMs" -}}
+{{- $l := .Values.lifecycle -}}
+{{- $ms := mul (include "kubeskel.preStopSleepSeconds" . | int64) 1000 -}}
+{{- $ms = add $ms (include "kubeskel.durationMs" (include "kubeskel.appPreStopDelay" .)) -}}
+{{- $ms = add $ms (include "kubeskel.durationMs" $l.shutdownTimeout) -}}
+{{- $ms = add $ms (include "kubeskel.durationMs" $l.telemetryFlushTimeout) -}}
+{{- if include "kubeskel.sidecarQuitURL" . -}}
+{{- $ms = add $ms (include "kubeskel.durationMs" .Values.sidecar.quitTimeout) -}}
+{{- end -}}
+{{- $ms -}}
+{{- end -}}
+
+{{/*
+kubeskel.terminationGracePeriodSeconds = ceil(drain + safetyMargin). The
+margin is at least one second, so the grace period is always strictly longer
+than the drain, which is what the binary's start-up check demands.
+*/}}
+{{- define "kubeskel.terminationGracePeriodSeconds" -}}
+{{- $margin := include "kubeskel.durationMs" .Values.lifecycle.safetyMargin | int64 -}}
+{{- if lt $margin 1000 -}}
+{{- fail (printf "lifecycle.safetyMargin %q must be at least 1s" .Values.lifecycle.safetyMargin) -}}
+{{- end -}}
+{{- $ms := add (include "kubeskel.drainMs" . | int64) $margin -}}
+{{- div (add $ms 999) 1000 -}}
+{{- end -}}
+
+{{/*
+kubeskel.container renders one user-supplied container as a one-item list.
+It keeps the container's own securityContext and otherwise applies the chart's
+restricted default, so sidecars added through values stay PSS-restricted;
+restartPolicy (Always) turns an init container into a native sidecar.
+*/}}
+{{- define "kubeskel.container" -}}
+{{- $c := deepCopy .container -}}
+{{- if not $c.securityContext -}}
+{{- $_ := set $c "securityContext" .root.Values.securityContext -}}
+{{- end -}}
+{{- if .restartPolicy -}}
+{{- $_ := set $c "restartPolicy" .restartPolicy -}}
+{{- end -}}
+{{- toYaml (list $c) -}}
+{{- end -}}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# bench.sh measures what the kubeskel skeleton costs next to a bare net/http
+# server serving the same handlers (test/bench/bare), all in one run, and
+# prints Markdown for BENCHMARKS.md. Takes about 12 minutes on 2 cores.
+#
+#   apt-get install wrk valgrind        # taskset comes with util-linux
+#   hack/bench.sh [-reps 5] [-duration 5s] [-only throughput,callgrind,...]
+#
+# Flags go to test/bench/run (go run -tags bench ./test/bench/run -h).
+# Run it on an otherwise idle machine: the servers are pinned to the last CPU
+# and the load generators to the others.
+set -o errexit -o pipefail -o nounset
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in wrk valgrind callgrind_control cg_diff cg_annotate taskset; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if (( ${#missing[@]} )); then
+  echo "bench.sh: missing ${missing[*]}; apt-get install wrk valgrind util-linux" >&2
+  exit 1
+fi
+
+go run -tags bench ./test/bench/run "$@"
+
+echo
+echo "## Go benchmarks of the traffic middleware (internal/server, no network)"
+echo
+echo '```'
+go test -run '^$' -bench BenchmarkMiddleware -benchmem -count 5 ./internal/server | grep -E '^(Benchmark|cpu:)'
+echo '```'

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# kube-down.sh tears down the cluster that hack/kube-up.sh started: every
+# process by the PID it recorded, then the containers' leftovers (shims,
+# mounts, cgroups) and what the kubelet writes outside the work folder.
+# Logs stay in $KUBESKEL_KUBE_WORK/logs; all other state is removed.
+# Safe to run twice, or after a failed or partial kube-up.sh.
+set -o nounset
+source "$(dirname "$0")/kube-lib.sh"
+
+# stop NAME [SECONDS]: SIGTERM the recorded process, SIGKILL it after SECONDS.
+stop() {
+  local f=$KUBE_PIDS/$1.pid secs=${2:-10} pid
+  [[ -s $f ]] || return 0
+  pid=$(<"$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null
+    local deadline=$((SECONDS + secs))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      kube_log "$1 (pid $pid) ignored SIGTERM for ${secs}s; SIGKILL"
+      kill -KILL "$pid" 2>/dev/null
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+    kube_log "stopped $1 (pid $pid)"
+  fi
+  rm -f "$f"
+}
+
+# shim_pids: the containerd-shim processes serving our containerd, found by
+# the socket address only ours has on its command line.
+shim_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    [[ -r $p/cmdline ]] || continue
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "-address $KUBE_CONTAINERD_SOCK " &&
+      echo "${p#/proc/}"
+  done
+}
+
+# remove_containers kills and deletes every container of our containerd, so
+# that the shims exit and runc removes its cgroups.
+remove_containers() {
+  [[ -S $KUBE_CONTAINERD_SOCK ]] && kube_alive containerd || return 0
+  local id
+  for id in $(kube_ctr tasks ls -q 2>/dev/null); do
+    kube_ctr tasks kill --all --signal SIGKILL "$id" >/dev/null 2>&1
+  done
+  for id in $(kube_ctr tasks ls -q 2>/dev/null); do
+    kube_ctr tasks delete --force "$id" >/dev/null 2>&1 || kube_log "ctr tasks delete $id failed"
+  done
+  for id in $(kube_ctr containers ls -q 2>/dev/null); do
+    kube_ctr containers delete "$id" >/dev/null 2>&1 || kube_log "ctr containers delete $id failed"
+  done
+}
+
+# unmount_work unmounts everything mounted below the work folder (container
+# rootfs overlays, sandbox shm, kubelet volume tmpfs), deepest first.
+unmount_work() {
+  local m
+  awk -v w="$KUBE_WORK/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+    while read -r m; do
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || kube_log "cannot unmount $m"
+    done
+}
+
+# remove_cgroups removes the cgroups runc made under every hierarchy's
+# k8s.io, children first; rmdir refuses a cgroup that still has tasks.
+remove_cgroups() {
+  local c
+  for c in /sys/fs/cgroup/*/k8s.io; do
+    [[ -d $c ]] || continue
+    find "$c" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null
+    grep -qxF "$c" "$KUBE_CREATED" 2>/dev/null && rmdir "$c" 2>/dev/null
+    [[ -d $c ]] && find "$c" -mindepth 1 -type d | grep -q . && kube_log "cgroups left under $c"
+  done
+}
+
+# remove_outside removes what the kubelet writes outside its root dir: the
+# /var/log/containers links into our pod logs, and the directories that up
+# recorded as created (deepest first).
+remove_outside() {
+  local l
+  if [[ -d /var/log/containers ]]; then
+    for l in /var/log/containers/*; do
+      [[ -L $l ]] && [[ $(readlink "$l") == "$KUBE_POD_LOGS/"* ]] && rm -f "$l"
+    done
+  fi
+  [[ -f $KUBE_CREATED ]] || return 0
+  local p
+  sort -r "$KUBE_CREATED" | while read -r p; do
+    case $p in
+      /sys/fs/cgroup/*) ;;  # remove_cgroups
+      # Shim sockets go to /run/containerd/s whatever the state dir; the
+      # shims remove their own, leaving empty directories.
+      /run/containerd) find /run/containerd -depth -type d -empty -delete 2>/dev/null ;;
+      *) rm -rf "$p" ;;
+    esac
+  done
+}
+
+main() {
+  [[ -d $KUBE_WORK ]] || return 0
+  stop kubelet 15
+  stop kube-scheduler
+  stop kube-controller-manager
+  stop kube-apiserver
+  remove_containers
+  stop containerd
+  local pid
+  for pid in $(shim_pids); do
+    kube_log "killing leftover containerd-shim pid $pid"
+    kill -KILL "$pid" 2>/dev/null
+  done
+  stop etcd
+  unmount_work
+  remove_cgroups
+  remove_outside
+  if awk -v w="$KUBE_WORK/" 'index($5, w) == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
+    kube_log "mounts remain under $KUBE_WORK; not removing its state"
+    return 1
+  fi
+  # Logs are kept for inspection; all other state goes.
+  local d
+  for d in "$KUBE_WORK"/*; do
+    case ${d##*/} in
+      logs | artifacts) ;;
+      *) rm -rf "$d" ;;
+    esac
+  done
+  kube_log "cluster down; logs in $KUBE_LOGS"
+}
+
+main "$@"

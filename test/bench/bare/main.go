@@ -1,0 +1,65 @@
+// Command bare is the baseline for `make bench`: a plain net/http server
+// serving kubeskel's own application handlers (internal/app, mounted on a
+// server.Mux without observability, which is a thin http.ServeMux wrapper),
+// with none of the skeleton around them: no traffic middleware, metrics,
+// tracing, admin server or lifecycle. It still shuts down gracefully on
+// SIGTERM so its shutdown time is a fair baseline.
+//
+//	BARE_ADDR=127.0.0.1:8080 bare
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kubeskel/kubeskel/internal/app"
+	"github.com/kubeskel/kubeskel/internal/server"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bare:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	addr := os.Getenv("BARE_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:8080"
+	}
+	host, _ := os.Hostname()
+	mux := server.NewMux(server.Observability{})
+	app.AddRoutes(mux, app.Deps{Version: "bench", Host: host, SlowMax: 30 * time.Second})
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,15 @@
+// Package e2e proves under load that kubeskel drops no request during rolling
+// restarts behind a real load balancer (HAProxy).
+//
+// The tests carry the build tag e2e so that `go test ./...` stays fast and
+// does not need haproxy:
+//
+//	apt-get install haproxy
+//	go test -tags e2e -v -count=1 -timeout 20m ./test/e2e          # full run
+//	E2E_SHORT=1 go test -tags e2e -v -count=1 ./test/e2e           # CI variant
+//
+// Knobs (environment): KUBESKEL_BIN=/path/to/kubeskel skips the build of
+// ./cmd/kubeskel; E2E_REQUESTS (per model, default 60000, short 15000),
+// E2E_CONTROL_REQUESTS (8000), E2E_RATE (1000 req/s), E2E_LAG (1s);
+// E2E_DEBUG=1 prints wrong echo bodies and the worst latency of each second.
+package e2e

@@ -1,0 +1,411 @@
+//go:build kube
+
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	containerName = "kubeskel" // the chart's container (Chart.Name)
+	release       = "e2e"
+	deployment    = "e2e-kubeskel"
+	namespace     = "kubeskel-e2e"
+	// shortGrace is the control's terminationGracePeriodSeconds: shorter
+	// than the 5 s in-process delay, so the kubelet must SIGKILL.
+	shortGrace = 2
+)
+
+// suite holds what every step needs to reach the cluster.
+type suite struct {
+	t          *testing.T
+	work       string
+	kubectlBin string
+	helmBin    string
+	kubeconfig string
+	chart      string
+	values     string
+	ns         string
+	env        []string
+}
+
+func newSuite(t *testing.T) *suite {
+	t.Helper()
+	work, err := filepath.Abs(envOr("KUBESKEL_KUBE_WORK", ".work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &suite{
+		t:          t,
+		work:       work,
+		kubectlBin: envOr("KUBESKEL_KUBECTL", "kubectl"),
+		helmBin:    envOr("KUBESKEL_HELM", "helm"),
+		kubeconfig: filepath.Join(work, "admin.kubeconfig"),
+		chart:      envOr("KUBESKEL_KUBE_CHART", "../../charts/kubeskel"),
+		values:     "values-node.yaml",
+		ns:         namespace,
+	}
+	if _, err := os.Stat(s.kubeconfig); err != nil {
+		t.Fatalf("no cluster: %v; run `make e2e-kube` (or hack/kube-up.sh first)", err)
+	}
+	// Keep helm's and kubectl's caches in the work folder, not in $HOME.
+	s.env = append(os.Environ(),
+		"KUBECONFIG="+s.kubeconfig,
+		"KUBECACHEDIR="+filepath.Join(work, "kubectl-cache"),
+		"HELM_CACHE_HOME="+filepath.Join(work, "helm", "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(work, "helm", "config"),
+		"HELM_DATA_HOME="+filepath.Join(work, "helm", "data"),
+	)
+	return s
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (s *suite) logPath(component string) string {
+	return filepath.Join(s.work, "logs", component+".log")
+}
+
+func (s *suite) command(ctx context.Context, bin string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = s.env
+	return cmd
+}
+
+// run runs bin with args and returns its combined output; the error names
+// the command and carries the output.
+func (s *suite) run(ctx context.Context, timeout time.Duration, bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	out, err := s.command(ctx, bin, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w\n%s", filepath.Base(bin), strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+func (s *suite) kubectl(ctx context.Context, args ...string) (string, error) {
+	return s.run(ctx, 2*time.Minute, s.kubectlBin, args...)
+}
+
+func (s *suite) helm(ctx context.Context, args ...string) (string, error) {
+	return s.run(ctx, 3*time.Minute, s.helmBin, args...)
+}
+
+// mustKubectl and mustHelm fail the test at once when the command fails.
+func (s *suite) mustKubectl(ctx context.Context, t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := s.kubectl(ctx, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (s *suite) mustHelm(ctx context.Context, t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := s.helm(ctx, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// rollout waits for the Deployment's rollout. Helm's own --wait reports
+// success too early with one replica and maxUnavailable 1.
+func (s *suite) rollout(ctx context.Context, t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	s.mustKubectl(ctx, t, "-n", s.ns, "rollout", "status", "deployment/"+deployment, "--timeout=180s")
+	t.Logf("rollout complete in %.1fs", time.Since(start).Seconds())
+}
+
+// readyPod returns the one Ready, not terminating pod of the release.
+func (s *suite) readyPod(ctx context.Context, t *testing.T) podInfo {
+	t.Helper()
+	var list struct {
+		Items []json.RawMessage `json:"items"`
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out := s.mustKubectl(ctx, t, "-n", s.ns, "get", "pods", "-l", "app.kubernetes.io/instance="+release, "-o", "json")
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			t.Fatal(err)
+		}
+		var ready []podInfo
+		for _, raw := range list.Items {
+			if p, ok := parsePod(t, raw); ok {
+				ready = append(ready, p)
+			}
+		}
+		if len(ready) == 1 {
+			return ready[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want exactly one Ready pod of release %s, have %d:\n%s", release, len(ready), out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// parsePod reads the termination settings of a pod that is Running, Ready
+// and not terminating.
+func parsePod(t *testing.T, raw json.RawMessage) (podInfo, bool) {
+	t.Helper()
+	var pod struct {
+		Metadata struct {
+			Name              string     `json:"name"`
+			UID               string     `json:"uid"`
+			DeletionTimestamp *time.Time `json:"deletionTimestamp"`
+		} `json:"metadata"`
+		Spec struct {
+			TerminationGracePeriodSeconds int64 `json:"terminationGracePeriodSeconds"`
+			Containers                    []struct {
+				Name string `json:"name"`
+				Env  []struct {
+					Name  string `json:"name"`
+					Value string `json:"value"`
+				} `json:"env"`
+				Lifecycle *struct {
+					PreStop *struct {
+						Sleep *struct {
+							Seconds int64 `json:"seconds"`
+						} `json:"sleep"`
+					} `json:"preStop"`
+				} `json:"lifecycle"`
+			} `json:"containers"`
+		} `json:"spec"`
+		Status podStatus `json:"status"`
+	}
+	if err := json.Unmarshal(raw, &pod); err != nil {
+		t.Fatal(err)
+	}
+	if pod.Metadata.DeletionTimestamp != nil || pod.Status.Phase != "Running" || !pod.Status.ready() {
+		return podInfo{}, false
+	}
+	p := podInfo{
+		name:  pod.Metadata.Name,
+		uid:   pod.Metadata.UID,
+		grace: time.Duration(pod.Spec.TerminationGracePeriodSeconds) * time.Second,
+		env:   map[string]string{},
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name != containerName {
+			continue
+		}
+		for _, e := range c.Env {
+			p.env[e.Name] = e.Value
+		}
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+			p.preStopSleep = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+		}
+	}
+	for _, c := range pod.Status.ContainerStatuses {
+		if c.Name == containerName {
+			_, p.containerID, _ = strings.Cut(c.ContainerID, "://")
+		}
+	}
+	var err error
+	if p.appDelay, err = time.ParseDuration(p.env["APP_PRESTOP_DELAY"]); err != nil {
+		t.Fatalf("pod %s: APP_PRESTOP_DELAY: %v", p.name, err)
+	}
+	p.adminAddr = p.env["APP_ADMIN_ADDR"]
+	if p.containerID == "" || p.adminAddr == "" {
+		t.Fatalf("pod %s: no container ID or APP_ADMIN_ADDR", p.name)
+	}
+	return p, true
+}
+
+// terminateAndCheck terminates the ready pod with trigger, prints the
+// timeline and returns the problems check found.
+func (s *suite) terminateAndCheck(ctx context.Context, t *testing.T, how string, trigger func(pod podInfo) error) []string {
+	t.Helper()
+	pod := s.readyPod(ctx, t)
+	obs, err := s.terminate(ctx, how, pod, func() error { return trigger(pod) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := timeline(obs)
+	t.Log("\n" + tl)
+	s.saveArtifact(t, strings.ReplaceAll(t.Name(), "/", "_")+".timeline.txt", tl)
+	return check(obs)
+}
+
+func (s *suite) saveArtifact(t *testing.T, name, text string) {
+	t.Helper()
+	dir := filepath.Join(s.work, "artifacts")
+	err := os.MkdirAll(dir, 0o755)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644)
+	}
+	if err != nil {
+		t.Logf("saving %s: %v", name, err)
+	}
+}
+
+func (s *suite) deletePod(ctx context.Context) func(podInfo) error {
+	return func(pod podInfo) error {
+		_, err := s.kubectl(ctx, "-n", s.ns, "delete", "pod", pod.name, "--wait=false")
+		return err
+	}
+}
+
+func TestKube(t *testing.T) {
+	s := newSuite(t)
+	ctx := t.Context()
+	t.Cleanup(func() {
+		if t.Failed() {
+			s.dumpState()
+		}
+	})
+
+	s.mustKubectl(ctx, t, "create", "namespace", s.ns)
+	waitFor(t, 60*time.Second, "service account "+s.ns+"/default", func() bool {
+		_, err := s.kubectl(ctx, "-n", s.ns, "get", "serviceaccount", "default")
+		return err == nil
+	})
+
+	steps := []struct {
+		name string
+		run  func(t *testing.T)
+		// blocking: the later steps need this one to have passed.
+		blocking bool
+	}{
+		{"install", func(t *testing.T) {
+			s.mustHelm(ctx, t, "install", release, s.chart, "-n", s.ns, "-f", s.values)
+			s.rollout(ctx, t)
+			pod := s.readyPod(ctx, t)
+			body := httpGet(t, "http://127.0.0.1:18080/")
+			if !strings.Contains(body, pod.name) {
+				t.Errorf("GET / = %q, want it to name pod %s", body, pod.name)
+			}
+		}, true},
+		{"helm-test", func(t *testing.T) {
+			out := s.mustHelm(ctx, t, "test", release, "-n", s.ns, "--timeout", "2m", "--logs")
+			t.Logf("helm test:\n%s", out)
+		}, false},
+		{"delete-pod", func(t *testing.T) {
+			for _, p := range s.terminateAndCheck(ctx, t, "kubectl delete pod", s.deletePod(ctx)) {
+				t.Error(p)
+			}
+			s.rollout(ctx, t)
+		}, true},
+		{"rollout-restart", func(t *testing.T) {
+			bad := s.terminateAndCheck(ctx, t, "kubectl rollout restart", func(podInfo) error {
+				_, err := s.kubectl(ctx, "-n", s.ns, "rollout", "restart", "deployment/"+deployment)
+				return err
+			})
+			for _, p := range bad {
+				t.Error(p)
+			}
+			s.rollout(ctx, t)
+		}, true},
+		{"native-prestop-sleep", func(t *testing.T) {
+			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values,
+				"--set", "lifecycle.preStopSleep.enabled=true")
+			s.rollout(ctx, t)
+			pod := s.readyPod(ctx, t)
+			if pod.preStopSleep != 5*time.Second || pod.appDelay != 0 {
+				t.Fatalf("rendering: preStop sleep %s and APP_PRESTOP_DELAY %s, want 5s and 0s", pod.preStopSleep, pod.appDelay)
+			}
+			for _, p := range s.terminateAndCheck(ctx, t, "kubectl delete pod (native preStop sleep)", s.deletePod(ctx)) {
+				t.Error(p)
+			}
+			s.rollout(ctx, t)
+		}, true},
+		{"control-short-grace", func(t *testing.T) {
+			// The chart always derives a grace period longer than the drain,
+			// so the control patches the rendering: terminationGracePeriodSeconds
+			// shorter than the 5 s in-process delay (APP_TERMINATION_GRACE_PERIOD
+			// keeps the rendered value, so the binary still starts).
+			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
+			s.rollout(ctx, t)
+			patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/template/spec/terminationGracePeriodSeconds","value":%d}]`, shortGrace)
+			s.mustKubectl(ctx, t, "-n", s.ns, "patch", "deployment", deployment, "--type=json", "-p", patch)
+			s.rollout(ctx, t)
+			bad := s.terminateAndCheck(ctx, t, fmt.Sprintf("kubectl delete pod (control: grace %ds < drain)", shortGrace), s.deletePod(ctx))
+			t.Logf("check reports, as it must for the control:\n  %s", strings.Join(bad, "\n  "))
+			if !containsAny(bad, "exited 137") {
+				t.Errorf("check did not report exit code 137 for a grace period shorter than the drain; it reported %q", bad)
+			}
+			s.rollout(ctx, t)
+		}, true},
+		{"uninstall", func(t *testing.T) {
+			s.mustHelm(ctx, t, "uninstall", release, "-n", s.ns, "--wait", "--timeout", "2m")
+			waitFor(t, 60*time.Second, "no pods left in "+s.ns, func() bool {
+				out, err := s.kubectl(ctx, "-n", s.ns, "get", "pods", "-o", "name")
+				return err == nil && strings.TrimSpace(out) == ""
+			})
+		}, true},
+	}
+	for _, st := range steps {
+		if !t.Run(st.name, st.run) && st.blocking {
+			return // the later steps build on the release this one left
+		}
+	}
+}
+
+func containsAny(list []string, sub string) bool {
+	for _, s := range list {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return string(body)
+}
+
+// dumpState prints what the cluster holds, for a failed run; the component
+// logs themselves are printed by hack/kube-e2e.sh.
+func (s *suite) dumpState() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, args := range [][]string{
+		{"get", "nodes", "-o", "wide"},
+		{"-n", s.ns, "get", "all", "-o", "wide"},
+		{"-n", s.ns, "get", "events", "--sort-by=.lastTimestamp"},
+		{"-n", s.ns, "describe", "pods"},
+	} {
+		out, _ := s.run(ctx, 20*time.Second, s.kubectlBin, args...)
+		s.t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
+	}
+}
