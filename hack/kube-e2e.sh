@@ -7,12 +7,14 @@
 set -o errexit -o pipefail -o nounset
 source "$(dirname "$0")/kube-lib.sh"
 
+# dump_logs prints the tail of every component's log, without the kubelet's
+# -v=3 chatter (successful probes, housekeeping).
 dump_logs() {
   local f
   for f in "$KUBE_LOGS"/*.log; do
     [[ -f $f ]] || continue
     echo "===== last 60 lines of $f"
-    tail -n 60 "$f"
+    grep -vE '"msg":"(Probe succeeded|Clean up|Eviction manager|FileSystem detection)' "$f" | tail -n 60
   done >&2
 }
 

@@ -16,7 +16,10 @@ KUBE_KUBELET_HEALTHZ_PORT=${KUBESKEL_KUBE_KUBELET_HEALTHZ_PORT:-10348}
 KUBE_CM_PORT=${KUBESKEL_KUBE_CM_PORT:-10357}
 KUBE_SCHEDULER_PORT=${KUBESKEL_KUBE_SCHEDULER_PORT:-10359}
 
-# The node's name and address: host-network pods get 127.0.0.1 as pod IP.
+# The node's name, and so its Hostname address, which the apiserver uses to
+# reach the kubelet (--kubelet-preferred-address-types Hostname). The kubelet
+# takes it as InternalIP too; --node-ip 127.0.0.1 would be refused as loopback
+# and leave the node with no address at all (no logs, no exec).
 KUBE_NODE=127.0.0.1
 KUBE_PAUSE_IMAGE=kubeskel.local/pause:e2e
 

@@ -30,6 +30,17 @@ install_packages() {
     { cat "$KUBE_LOGS/apt.log" >&2; kube_die "apt-get install ${missing[*]} failed"; }
 }
 
+# check_ports fails early, and by name, when a port the cluster or the
+# chart's values (test/kube/values-node.yaml) listen on is taken.
+check_ports() {
+  local p busy=()
+  for p in "$KUBE_ETCD_PORT" "$KUBE_ETCD_PEER_PORT" "$KUBE_APISERVER_PORT" "$KUBE_KUBELET_PORT" \
+    "$KUBE_KUBELET_HEALTHZ_PORT" "$KUBE_CM_PORT" "$KUBE_SCHEDULER_PORT" 18080 18081; do
+    ss -Hltn "sport = :$p" | grep -q . && busy+=("$p")
+  done
+  ((${#busy[@]} == 0)) || kube_die "ports in use on this machine: ${busy[*]} ($(ss -Hltnp | grep -E ":($(IFS='|'; echo "${busy[*]}")) " | tr -s ' ' | cut -d' ' -f4,6 | tr '\n' ';'))"
+}
+
 # record_outside PATH: note PATH as created by this cluster when it does not
 # exist yet, so kube-down.sh removes it afterwards.
 record_outside() {
@@ -210,6 +221,7 @@ main() {
   ((${#KUBE_CONTAINERD_SOCK} < 100)) ||
     kube_die "work folder path too long for a unix socket: $KUBE_CONTAINERD_SOCK (set KUBESKEL_KUBE_WORK)"
   [[ $(id -u) == 0 ]] || kube_die "needs root (containerd, runc, mounts, cgroups)"
+  check_ports
   rm -rf "$KUBE_WORK"
   mkdir -p "$KUBE_LOGS" "$KUBE_PIDS" "$KUBE_RUN"
   : >"$KUBE_CREATED"
@@ -301,8 +313,8 @@ EOF
     --config "$KUBE_WORK/kubelet.yaml" \
     --kubeconfig "$KUBE_WORK/kubelet.kubeconfig" \
     --root-dir "$KUBE_KUBELET_ROOT" \
-    --hostname-override "$KUBE_NODE" --node-ip 127.0.0.1 \
-    -v=3
+    --hostname-override "$KUBE_NODE" \
+    --logging-format=json -v=3
   wait_for kubelet "node $KUBE_NODE Ready" 90 \
     "${kubectl[@]}" wait --for=condition=Ready "node/$KUBE_NODE" --timeout=1s
   # Scheduling needs the not-ready taint gone and the default service account

@@ -36,7 +36,7 @@ hostNetwork: true
 listenHost: 127.0.0.1
 ports: {http: 18080, admin: 18081}
 probes: {host: 127.0.0.1}
-`, wantPSSViolations: []string{"host namespaces"}},
+`, wantPSSViolations: []string{"host namespaces", "container kubeskel probe or lifecycle host 127.0.0.1"}},
 	{name: "all-optional-objects", values: `
 autoscaling:
   enabled: true
@@ -63,7 +63,7 @@ podDisruptionBudget:
   minAvailable: 50%
 service:
   type: LoadBalancer
-  trafficDistribution: PreferClose
+  trafficDistribution: PreferSameZone
 `},
 	{name: "long-durations", values: `
 lifecycle:
@@ -182,6 +182,9 @@ func TestRenderMatrix(t *testing.T) {
 					t.Errorf("%s PSS restricted violations = %v, want %v", name, got, tc.wantPSSViolations)
 				}
 				for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+					if dups := duplicateEnv(&c); len(dups) != 0 {
+						t.Errorf("%s container %s repeats variables %v (kubectl apply drops all but one)", name, c.Name, dups)
+					}
 					if unknown := unknownAppVars(&c, known); len(unknown) != 0 {
 						t.Errorf("%s container %s sets variables the binary does not know: %v", name, c.Name, unknown)
 					}
@@ -358,6 +361,9 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("topology spread %s matchLabelKeys = %s, want %s", c.TopologyKey, got, want)
 		}
 	}
+	if want := "terminationGracePeriodSeconds = 30  (drain 27000ms + safetyMargin 3s)"; !strings.Contains(r.Notes, want) {
+		t.Errorf("NOTES.txt does not show %q:\n%s", want, r.Notes)
+	}
 	pod := r.Hooks[0].Obj.(*corev1.Pod)
 	if got, want := strings.Join(pod.Spec.Containers[0].Args, " "), "probe -timeout 5s http://kubeskel.default.svc:80/"; got != want {
 		t.Errorf("test pod args = %q, want %q", got, want)
@@ -472,16 +478,10 @@ func TestOptions(t *testing.T) {
 		if spec.InitContainers[1].RestartPolicy != nil {
 			t.Errorf("regular init container has restartPolicy %v", *spec.InitContainers[1].RestartPolicy)
 		}
-		// The last APP_LOG_LEVEL wins: extraEnv overrides the chart.
+		// extraEnv replaces the chart's variable in place.
 		app := r.appContainer(t)
-		var last string
-		for _, e := range app.Env {
-			if e.Name == "APP_LOG_LEVEL" {
-				last = e.Value
-			}
-		}
-		if got, want := last, "debug"; got != want {
-			t.Errorf("effective APP_LOG_LEVEL = %q, want %q", got, want)
+		if got, want := mustEnv(t, app, "APP_LOG_LEVEL"), "debug"; got != want {
+			t.Errorf("APP_LOG_LEVEL = %q, want %q (from extraEnv)", got, want)
 		}
 		if got, want := mustEnv(t, app, "OTEL_EXPORTER_OTLP_ENDPOINT"), "http://127.0.0.1:4318"; got != want {
 			t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT = %q, want %q", got, want)
@@ -522,6 +522,18 @@ func TestOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// duplicateEnv lists variable names a container sets more than once.
+func duplicateEnv(c *corev1.Container) []string {
+	seen := map[string]int{}
+	var dups []string
+	for _, e := range c.Env {
+		if seen[e.Name]++; seen[e.Name] == 2 {
+			dups = append(dups, e.Name)
+		}
+	}
+	return dups
 }
 
 func mustEnv(t *testing.T, c *corev1.Container, name string) string {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -192,6 +193,9 @@ func pssRestrictedViolations(spec *corev1.PodSpec) []string {
 				}
 			}
 		}
+		for _, h := range probeAndHookHosts(&c) {
+			v = append(v, fmt.Sprintf("%s probe or lifecycle host %s", name, h))
+		}
 		for _, p := range c.Ports {
 			if p.HostPort != 0 {
 				v = append(v, fmt.Sprintf("%s hostPort %d", name, p.HostPort))
@@ -199,6 +203,36 @@ func pssRestrictedViolations(spec *corev1.PodSpec) []string {
 		}
 	}
 	return v
+}
+
+// probeAndHookHosts returns the hosts set on a container's probes and
+// lifecycle handlers; the baseline standard (Kubernetes >= 1.34) forbids any.
+func probeAndHookHosts(c *corev1.Container) []string {
+	var hosts []string
+	add := func(h *corev1.ProbeHandler) {
+		if h == nil {
+			return
+		}
+		if h.HTTPGet != nil && h.HTTPGet.Host != "" {
+			hosts = append(hosts, h.HTTPGet.Host)
+		}
+		if h.TCPSocket != nil && h.TCPSocket.Host != "" {
+			hosts = append(hosts, h.TCPSocket.Host)
+		}
+	}
+	for _, p := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
+		if p != nil {
+			add(&p.ProbeHandler)
+		}
+	}
+	if l := c.Lifecycle; l != nil {
+		for _, h := range []*corev1.LifecycleHandler{l.PostStart, l.PreStop} {
+			if h != nil {
+				add(&corev1.ProbeHandler{HTTPGet: h.HTTPGet, TCPSocket: h.TCPSocket})
+			}
+		}
+	}
+	return slices.Compact(hosts)
 }
 
 func containsCapability(caps []corev1.Capability, want corev1.Capability) bool {

@@ -60,7 +60,7 @@ func TestGracePeriodCheckFails(t *testing.T) {
 		t.Fatalf("control input rejected: %v", err)
 	}
 	for _, tc := range []struct {
-		name  string
+		name   string
 		break_ func(d *appsv1.Deployment)
 	}{
 		{"grace equals the drain", func(d *appsv1.Deployment) {

@@ -295,7 +295,7 @@ func TestKube(t *testing.T) {
 			}
 		}, true},
 		{"helm-test", func(t *testing.T) {
-			out := s.mustHelm(ctx, t, "test", release, "-n", s.ns, "--timeout", "2m", "--logs")
+			out := s.mustHelm(ctx, t, "test", release, "-n", s.ns, "--timeout", "2m")
 			t.Logf("helm test:\n%s", out)
 		}, false},
 		{"delete-pod", func(t *testing.T) {

@@ -273,18 +273,29 @@ func (p *proc) kill() {
 	<-p.exited
 }
 
-// rssKiB reads VmRSS of the process.
-func (p *proc) rssKiB() int {
+// rss is resident memory in KiB: total, anonymous (heap, stacks: private to
+// the process) and file-backed (pages of the binary, shared and reclaimable
+// page cache).
+type rss struct{ total, anon, file int }
+
+func (r rss) String() string {
+	return fmt.Sprintf("%.1f (anon %.1f + file %.1f)", float64(r.total)/1024, float64(r.anon)/1024, float64(r.file)/1024)
+}
+
+func (p *proc) rss() rss {
 	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
-		return 0
+		return rss{}
 	}
-	m := regexp.MustCompile(`(?m)^VmRSS:\s+(\d+) kB`).FindSubmatch(f)
-	if m == nil {
-		return 0
+	get := func(key string) int {
+		m := regexp.MustCompile(`(?m)^` + key + `:\s+(\d+) kB`).FindSubmatch(f)
+		if m == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		return n
 	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
+	return rss{get("VmRSS"), get("RssAnon"), get("RssFile")}
 }
 
 // cpuTime is the process's user+system CPU time (/proc/PID/stat fields 14
@@ -395,7 +406,7 @@ type wrkResult struct {
 	rps      float64
 	requests float64
 	p50, p99 time.Duration
-	rssAfter int
+	rssAfter rss
 	// cpuPerReq is the server's own CPU time (user+system) per request:
 	// unlike req/s it hardly moves when other processes share the machine.
 	cpuPerReq time.Duration
@@ -444,7 +455,7 @@ func (b *bench) wrk(url string, d time.Duration, c int) (wrkResult, error) {
 
 func (b *bench) throughput() error {
 	results := make([][]wrkResult, len(b.variants))
-	idle := make([]int, len(b.variants))
+	idle := make([]rss, len(b.variants))
 	for rep := 0; rep < *reps; rep++ {
 		for i, v := range b.variants {
 			p, err := b.start(v, nil)
@@ -458,7 +469,7 @@ func (b *bench) throughput() error {
 			if rep == 0 {
 				// Idle RSS: ready, a second of quiet, no request served yet.
 				time.Sleep(time.Second)
-				idle[i] = p.rssKiB()
+				idle[i] = p.rss()
 			}
 			// One second of warm-up so every variant is measured hot.
 			if _, err := b.wrk(p.url(), time.Second, *conns); err != nil {
@@ -467,7 +478,7 @@ func (b *bench) throughput() error {
 			}
 			cpu0 := p.cpuTime()
 			r, err := b.wrk(p.url(), *duration, *conns)
-			r.rssAfter = p.rssKiB()
+			r.rssAfter = p.rss()
 			if r.requests > 0 {
 				r.cpuPerReq = time.Duration(float64(p.cpuTime()-cpu0) / r.requests)
 			}
@@ -480,20 +491,25 @@ func (b *bench) throughput() error {
 		}
 	}
 	fmt.Fprintf(b.out, "\n## Throughput, GET / over %d keep-alive connections (wrk -t1, %v runs, %d repetitions alternating)\n\n", *conns, *duration, *reps)
-	fmt.Fprintf(b.out, "| variant | req/s median (min–max) | × bare | server CPU µs/request median (min–max) | bare ÷ this | p50 median | p99 median (min–max) | idle RSS MiB | RSS after load MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(b.out, "| variant | req/s median (min–max) | × bare | server CPU µs/request median (min–max) | bare ÷ this | p50 median | p99 median (min–max) | idle RSS MiB | max RSS after load MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	bareRPS := median(field(results[0], func(r wrkResult) float64 { return r.rps }))
 	bareCPU := median(field(results[0], func(r wrkResult) float64 { return float64(r.cpuPerReq) }))
 	for i, v := range b.variants {
 		rps := field(results[i], func(r wrkResult) float64 { return r.rps })
 		p50 := field(results[i], func(r wrkResult) float64 { return float64(r.p50) })
 		p99 := field(results[i], func(r wrkResult) float64 { return float64(r.p99) })
-		rss := field(results[i], func(r wrkResult) float64 { return float64(r.rssAfter) })
+		after := results[i][0].rssAfter
+		for _, r := range results[i] {
+			if r.rssAfter.total > after.total {
+				after = r.rssAfter
+			}
+		}
 		cpu := field(results[i], func(r wrkResult) float64 { return float64(r.cpuPerReq) / 1e3 })
-		fmt.Fprintf(b.out, "| %s | %.0f (%.0f–%.0f) | %.2f | %.1f (%.1f–%.1f) | %.2f | %v | %v (%v–%v) | %.1f | %.1f |\n", v.name,
+		fmt.Fprintf(b.out, "| %s | %.0f (%.0f–%.0f) | %.2f | %.1f (%.1f–%.1f) | %.2f | %v | %v (%v–%v) | %v | %v |\n", v.name,
 			median(rps), slices.Min(rps), slices.Max(rps), median(rps)/bareRPS,
 			median(cpu), slices.Min(cpu), slices.Max(cpu), bareCPU/1e3/median(cpu),
 			dur(median(p50)), dur(median(p99)), dur(slices.Min(p99)), dur(slices.Max(p99)),
-			float64(idle[i])/1024, slices.Max(rss)/1024)
+			idle[i], after)
 	}
 	return nil
 }
@@ -508,9 +524,10 @@ var reSummary = regexp.MustCompile(`(?m)^summary:\s+(\d+)`)
 // Callgrind (3.19) aborts on the SIGTERM a Go binary handles (assertion in
 // vgCallgrind_post_signal), so there is no clean exit to dump at. Instead the
 // counters are dumped with callgrind_control while the process runs: dump 1
-// after start-up plus a warm-up, dump 2 after n more requests. A dump resets
-// the counters, so dump 2 holds exactly the n requests: the same subtraction
-// as "n-request run minus start-up-only run", without run-to-run noise.
+// at ready, dump 2 after a warm-up, dump 3 after n more requests. A dump
+// resets the counters, so dump 3 holds exactly the n requests: the same
+// subtraction as "n-request run minus start-up-only run", without run-to-run
+// noise (the profile section does the two-run subtraction with cachegrind).
 func (b *bench) callgrindOnce(v variant, n int) (startup, perReq float64, err error) {
 	out := filepath.Join(b.dir, "callgrind.out")
 	files, _ := filepath.Glob(out + "*")
@@ -564,12 +581,16 @@ func (b *bench) callgrindOnce(v variant, n int) (startup, perReq float64, err er
 		}
 		return 0, errors.New("callgrind dump did not appear")
 	}
-	// Warm up the connection and lazy initialisation (first request of a
-	// route, pools) so dump 2 is the steady state.
+	// Dump 1: exec to ready. Then warm up the connection and lazy
+	// initialisation (first request of a route, pools) and drop those
+	// counts, so dump 3 is the steady state.
+	if startup, err = dump(); err != nil {
+		return 0, 0, err
+	}
 	if err := get(200); err != nil {
 		return 0, 0, err
 	}
-	if startup, err = dump(); err != nil {
+	if _, err = dump(); err != nil {
 		return 0, 0, err
 	}
 	if err := get(n); err != nil {
@@ -598,9 +619,14 @@ func (b *bench) callgrind() error {
 		}
 		return v
 	}
+	// And one that trades memory for GC work, to size that knob.
+	gogc := all
+	gogc.name = "kubeskel all on, GOGC=400"
+	gogc.env = func(hp, ap int) []string { return append(all.env(hp, ap), "GOGC=400") }
 	variants := append(slices.Clone(b.variants),
 		parts("kubeskel tracing 100% only", "APP_REQUEST_LOG="),
-		parts("kubeskel request log only", "OTEL_TRACES_EXPORTER="))
+		parts("kubeskel request log only", "OTEL_TRACES_EXPORTER="),
+		gogc)
 	per := make([][]float64, len(variants))
 	start := make([][]float64, len(variants))
 	cgReps := max(3, *reps/2)
@@ -616,7 +642,7 @@ func (b *bench) callgrind() error {
 		}
 	}
 	fmt.Fprintf(b.out, "\n## User-space instructions per request (callgrind, GODEBUG=asyncpreemptoff=1, %d keep-alive GET / per run, %d runs)\n\n", *cgRequests, cgReps)
-	fmt.Fprintf(b.out, "| variant | instr/request median (min–max) | × bare | instr to ready + 200 warm-up requests |\n|---|---:|---:|---:|\n")
+	fmt.Fprintf(b.out, "| variant | instr/request median (min–max) | × bare | instr exec → ready (start-up) |\n|---|---:|---:|---:|\n")
 	bare := median(per[0])
 	for i, v := range variants {
 		fmt.Fprintf(b.out, "| %s | %.0f (%.0f–%.0f) | %.2f | %.1fM |\n", v.name, median(per[i]), slices.Min(per[i]), slices.Max(per[i]), median(per[i])/bare, median(start[i])/1e6)
