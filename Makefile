@@ -26,6 +26,27 @@ test:
 	@test -z "$$(gofmt -l cmd internal test)" || { echo "gofmt needed:"; gofmt -l cmd internal test; exit 1; }
 	go vet ./...
 	go test -race -shuffle=on -count=1 ./...
+	cd test/deploy && go vet ./... && go test -race -shuffle=on -count=1 ./...
+
+# @HELP regenerate k8s/ from charts/kubeskel with the pinned helm
+.PHONY: manifests
+manifests:
+	hack/render-manifests.sh
+
+# @HELP fail if k8s/ is out of date with charts/kubeskel
+.PHONY: manifests-check
+manifests-check:
+	hack/render-manifests.sh --check
+
+# @HELP build the container image (needs the golang and distroless base images, or local stand-ins)
+.PHONY: image
+image:
+	docker build --build-arg VERSION=$(VERSION) -t kubeskel:$(VERSION) .
+
+# @HELP deployment proofs: helm lint --strict, kube-apiserver admission under PSS restricted, Docker image drain
+.PHONY: e2e-deploy
+e2e-deploy:
+	cd test/deploy && go test -tags e2e -count=1 -timeout 40m -v ./...
 
 # @HELP print this help
 .PHONY: help

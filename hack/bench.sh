@@ -24,8 +24,9 @@ fi
 go run -tags bench ./test/bench/run "$@"
 
 echo
-echo "## Go benchmarks of the traffic middleware (internal/server, no network)"
+echo "## Go benchmarks of the per-request path (no network)"
 echo
 echo '```'
 go test -run '^$' -bench BenchmarkMiddleware -benchmem -count 5 ./internal/server | grep -E '^(Benchmark|cpu:)'
+go test -tags bench -run '^$' -bench . -benchmem -count 5 ./test/bench | grep -E '^Benchmark'
 echo '```'

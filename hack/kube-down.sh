@@ -5,6 +5,7 @@
 # Logs stay in $KUBESKEL_KUBE_WORK/logs; all other state is removed.
 # Safe to run twice, or after a failed or partial kube-up.sh.
 set -o nounset
+# shellcheck source=hack/kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 
 # stop NAME [SECONDS]: SIGTERM the recorded process, SIGKILL it after SECONDS.

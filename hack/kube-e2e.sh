@@ -5,6 +5,7 @@
 # it prints the tail of every component's log; the full logs and the printed
 # timelines stay in $KUBESKEL_KUBE_WORK/logs and .../artifacts.
 set -o errexit -o pipefail -o nounset
+# shellcheck source=hack/kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 
 # dump_logs prints the tail of every component's log, without the kubelet's

@@ -12,6 +12,7 @@
 # real Dockerfile instead, on the engine of hack/docker-daemon.sh, and moved
 # over with `docker save`.
 set -o errexit -o pipefail -o nounset
+# shellcheck source=hack/kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 
 IMAGES=$KUBE_WORK/images

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # variables for the scripts that source this file
 # kube-lib.sh is sourced by the hack/kube-*.sh scripts: the layout of the
 # single-node test cluster's work folder, its ports and a few helpers.
 # Everything the cluster writes lives under $KUBE_WORK, except what the
@@ -31,6 +32,11 @@ KUBE_CONTAINERD_SOCK=$KUBE_RUN/containerd.sock
 KUBE_KUBELET_ROOT=$KUBE_WORK/kubelet
 KUBE_POD_LOGS=$KUBE_WORK/pod-logs
 KUBE_ADMIN_KUBECONFIG=$KUBE_WORK/admin.kubeconfig
+# kubectl's and helm's caches stay in the work folder too, not in $HOME.
+export KUBECACHEDIR=$KUBE_WORK/kubectl-cache
+export HELM_CACHE_HOME=$KUBE_WORK/helm/cache
+export HELM_CONFIG_HOME=$KUBE_WORK/helm/config
+export HELM_DATA_HOME=$KUBE_WORK/helm/data
 # Paths outside the work folder that up records as created, so down removes
 # exactly those and nothing that was there before.
 KUBE_CREATED=$KUBE_WORK/created-outside

@@ -11,6 +11,7 @@
 #
 #   hack/kube-up.sh            # then: source test/kube/.work/env.sh
 set -o errexit -o pipefail -o nounset
+# shellcheck source=hack/kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 
 DEBIAN_PACKAGES=(etcd-server containerd runc containernetworking-plugins)
@@ -210,6 +211,11 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", nodefs.inodesFree: "1%", imagefs.available: "1%"}
 serializeImagePulls: false
+# JSON with millisecond times; verbosity 3 logs the preStop hook and the
+# container kill, which the suite's timeline reads.
+logging:
+  format: json
+  verbosity: 3
 EOF
 }
 
@@ -222,6 +228,9 @@ main() {
     kube_die "work folder path too long for a unix socket: $KUBE_CONTAINERD_SOCK (set KUBESKEL_KUBE_WORK)"
   [[ $(id -u) == 0 ]] || kube_die "needs root (containerd, runc, mounts, cgroups)"
   check_ports
+  if awk -v w="$KUBE_WORK/" 'index($5, w) == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
+    kube_die "mounts remain under $KUBE_WORK from an earlier run; unmount them (or run hack/kube-down.sh)"
+  fi
   rm -rf "$KUBE_WORK"
   mkdir -p "$KUBE_LOGS" "$KUBE_PIDS" "$KUBE_RUN"
   : >"$KUBE_CREATED"
@@ -254,6 +263,8 @@ export KUBECONFIG=$KUBE_ADMIN_KUBECONFIG
 export CONTAINERD_ADDRESS=$KUBE_CONTAINERD_SOCK
 export CONTAINERD_NAMESPACE=k8s.io
 export PATH=$bin:\$PATH
+export KUBECACHEDIR=$KUBECACHEDIR
+export HELM_CACHE_HOME=$HELM_CACHE_HOME HELM_CONFIG_HOME=$HELM_CONFIG_HOME HELM_DATA_HOME=$HELM_DATA_HOME
 EOF
 
   start etcd etcd --name e2e --data-dir "$KUBE_WORK/etcd" \
@@ -307,14 +318,11 @@ EOF
   # The pause image must be there before the kubelet starts its first pod.
   "$KUBE_REPO/hack/kube-images.sh" pause
 
-  # -v=3 logs the preStop hook and the container kill with their times,
-  # which the suite's timeline reads.
   start kubelet "$bin/kubelet" \
     --config "$KUBE_WORK/kubelet.yaml" \
     --kubeconfig "$KUBE_WORK/kubelet.kubeconfig" \
     --root-dir "$KUBE_KUBELET_ROOT" \
-    --hostname-override "$KUBE_NODE" \
-    --logging-format=json -v=3
+    --hostname-override "$KUBE_NODE"
   wait_for kubelet "node $KUBE_NODE Ready" 90 \
     "${kubectl[@]}" wait --for=condition=Ready "node/$KUBE_NODE" --timeout=1s
   # Scheduling needs the not-ready taint gone and the default service account

@@ -20,8 +20,10 @@ type valueCase struct {
 	name   string
 	values string
 	// hostNetwork renderings cannot meet the restricted (or even baseline)
-	// Pod Security Standard; they list the violations they must show.
-	wantPSSViolations []string
+	// Pod Security Standard; they list the violations the Deployment and the
+	// test pod must show.
+	wantPSSViolations        []string
+	wantTestPodPSSViolations []string
 }
 
 var valueMatrix = []valueCase{
@@ -36,7 +38,11 @@ hostNetwork: true
 listenHost: 127.0.0.1
 ports: {http: 18080, admin: 18081}
 probes: {host: 127.0.0.1}
-`, wantPSSViolations: []string{"host namespaces", "container kubeskel probe or lifecycle host 127.0.0.1"}},
+tests: {url: "http://127.0.0.1:18080/"}
+`,
+		wantPSSViolations:        []string{"host namespaces", "container kubeskel probe or lifecycle host 127.0.0.1"},
+		wantTestPodPSSViolations: []string{"host namespaces"},
+	},
 	{name: "all-optional-objects", values: `
 autoscaling:
   enabled: true
@@ -172,9 +178,8 @@ func TestRenderMatrix(t *testing.T) {
 			for name, spec := range r.podSpecs() {
 				got := pssRestrictedViolations(spec)
 				if strings.HasPrefix(name, "Pod/") {
-					// The test pod never uses host networking.
-					if len(got) != 0 {
-						t.Errorf("%s breaks PSS restricted: %v", name, got)
+					if !slices.Equal(got, tc.wantTestPodPSSViolations) {
+						t.Errorf("%s PSS restricted violations = %v, want %v", name, got, tc.wantTestPodPSSViolations)
 					}
 					continue
 				}
@@ -409,6 +414,13 @@ func TestOptions(t *testing.T) {
 		}
 		if got, want := app.ReadinessProbe.HTTPGet.Host, "127.0.0.1"; got != want {
 			t.Errorf("readiness probe host = %q, want %q", got, want)
+		}
+		pod := r.Hooks[0].Obj.(*corev1.Pod)
+		if !pod.Spec.HostNetwork {
+			t.Errorf("test pod is not on the host network; it cannot reach a loopback tests.url")
+		}
+		if got, want := pod.Spec.Containers[0].Args[3], "http://127.0.0.1:18080/"; got != want {
+			t.Errorf("test pod URL = %q, want %q", got, want)
 		}
 	})
 

@@ -290,8 +290,8 @@ func (o *observer) pollReady(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		at := time.Now()
 		resp, err := client.Get(url)
+		at := time.Now() // when the answer (or refusal) was seen
 		o.mu.Lock()
 		switch {
 		case err != nil:
