@@ -48,6 +48,11 @@ image:
 e2e-deploy:
 	cd test/deploy && go test -tags e2e -count=1 -timeout 40m -v ./...
 
+# @HELP real single-node Kubernetes on 127.0.0.1: install and roll the chart, check the drain (root; builds k8s v1.37.2 + helm on first use)
+.PHONY: e2e-kube
+e2e-kube:
+	hack/kube-e2e.sh
+
 # @HELP print this help
 .PHONY: help
 help:
