@@ -26,7 +26,27 @@ test:
 	@test -z "$$(gofmt -l cmd internal test)" || { echo "gofmt needed:"; gofmt -l cmd internal test; exit 1; }
 	go vet ./...
 	go test -race -shuffle=on -count=1 ./...
+	go vet -tags e2e ./test/e2e && go vet -tags bench ./test/bench/... && go vet -tags kube ./test/kube/...
 	cd test/deploy && go vet ./... && go test -race -shuffle=on -count=1 ./...
+
+# @HELP the heavier proofs (CI variant): rolling restarts through HAProxy, then the deployment proofs
+.PHONY: e2e
+e2e: e2e-lb e2e-deploy
+
+# @HELP rolling restarts through HAProxy under load, CI variant (~1 min; needs haproxy)
+.PHONY: e2e-lb
+e2e-lb:
+	E2E_SHORT=1 go test -tags e2e -count=1 -v -timeout 10m ./test/e2e
+
+# @HELP full rolling-restart run: 2 models x 60,000 requests, >= 6 restarts each (~2.5 min; needs haproxy)
+.PHONY: e2e-full
+e2e-full:
+	go test -tags e2e -count=1 -v -timeout 20m ./test/e2e
+
+# @HELP cost of the skeleton against bare net/http, printed as Markdown (~10 min; apt-get install wrk valgrind)
+.PHONY: bench
+bench:
+	hack/bench.sh
 
 # @HELP regenerate k8s/ from charts/kubeskel with the pinned helm
 .PHONY: manifests

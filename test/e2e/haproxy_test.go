@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -77,6 +78,7 @@ func startHAProxy(t *testing.T, healthCheck bool, inter time.Duration, slots int
 	}
 	// -db: foreground, no daemon; -W is not used so there is one process to kill.
 	cmd := exec.Command(bin, "-db", "-f", cfgPath)
+	cmd.SysProcAttr = dieWithTest()
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -288,6 +290,13 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// dieWithTest makes a child process get SIGKILL when the test binary dies.
+// t.Cleanup covers every normal end, but not the panic of -timeout, which
+// would otherwise leave HAProxy and kubeskel instances running.
+func dieWithTest() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
 // lockedBuffer is an io.Writer safe for a process's stdout and stderr at once.

@@ -67,6 +67,7 @@ type instance struct {
 func startInstance(t *testing.T, env map[string]string) *instance {
 	t.Helper()
 	cmd := exec.Command(kubeskelBin)
+	cmd.SysProcAttr = dieWithTest()
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "APP_HTTP_ADDR=127.0.0.1:0", "APP_ADMIN_ADDR=127.0.0.1:0"}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
