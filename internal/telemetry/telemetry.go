@@ -16,7 +16,6 @@ import (
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -136,23 +135,22 @@ func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (co
 	if t.provider == nil {
 		return ctx, noEnd
 	}
-	ctx, span := t.tracer.Start(ctx, spanName, trace.WithSpanKind(trace.SpanKindServer))
-	if !span.IsRecording() {
-		return ctx, func(int) { span.End() }
-	}
+	// The attributes known at the start are passed to Start, so samplers can
+	// use them; only those the semantic conventions require or that identify
+	// the route, since every attribute costs allocations on every span.
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	span.SetAttributes(
+	ctx, span := t.tracer.Start(ctx, spanName, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
 		semconv.HTTPRequestMethodKey.String(r.Method),
 		semconv.HTTPRoute(route),
 		semconv.URLPath(r.URL.Path),
 		semconv.URLScheme(scheme),
-		semconv.NetworkProtocolVersion(protocolVersion(r)),
-		attribute.String("client.address", r.RemoteAddr),
-		semconv.UserAgentOriginal(r.UserAgent()),
-	)
+	))
+	if !span.IsRecording() {
+		return ctx, func(int) { span.End() }
+	}
 	return ctx, func(status int) {
 		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
 		if status >= 500 {
@@ -160,16 +158,4 @@ func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (co
 		}
 		span.End()
 	}
-}
-
-func protocolVersion(r *http.Request) string {
-	switch {
-	case r.ProtoMajor == 1 && r.ProtoMinor == 1:
-		return "1.1"
-	case r.ProtoMajor == 2:
-		return "2"
-	case r.ProtoMajor == 1 && r.ProtoMinor == 0:
-		return "1.0"
-	}
-	return r.Proto
 }
