@@ -130,7 +130,7 @@ func noEnd(int) {}
 func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (context.Context, func(status int)) {
 	ctx := r.Context()
 	if r.Header != nil && (len(r.Header["Traceparent"]) > 0 || len(r.Header["Baggage"]) > 0 || t.provider != nil) {
-		ctx = t.propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
+		ctx = t.propagator.Extract(ctx, headerCarrier(r.Header))
 	}
 	if t.provider == nil {
 		return ctx, noEnd
@@ -159,3 +159,31 @@ func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (co
 		span.End()
 	}
 }
+
+// headerCarrier is propagation.HeaderCarrier without its per-lookup cost:
+// propagators ask for lower-case keys, which http.Header.Get canonicalizes
+// into a new string on every call. The W3C keys are mapped to their
+// canonical form here; any other key takes the ordinary path.
+type headerCarrier http.Header
+
+func (h headerCarrier) Get(key string) string {
+	var v []string
+	switch key {
+	case "traceparent":
+		v = h["Traceparent"]
+	case "tracestate":
+		v = h["Tracestate"]
+	case "baggage":
+		v = h["Baggage"]
+	default:
+		return http.Header(h).Get(key)
+	}
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+func (h headerCarrier) Set(key, value string) { http.Header(h).Set(key, value) }
+
+func (h headerCarrier) Keys() []string { return propagation.HeaderCarrier(h).Keys() }

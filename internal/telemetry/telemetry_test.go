@@ -4,10 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -108,6 +110,19 @@ func TestSetupErrors(t *testing.T) {
 		_, err := setup(t, tt.env)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Setup with %v = %v, want an error naming %s", tt.env, err, tt.want)
+		}
+	}
+}
+
+func TestHeaderCarrierMatchesHTTPHeader(t *testing.T) {
+	h := http.Header{}
+	h.Set("Traceparent", traceparent)
+	h.Set("Tracestate", "k=v")
+	h.Set("Baggage", "user=1")
+	h.Set("X-B3-Traceid", "abc")
+	for _, key := range []string{"traceparent", "tracestate", "baggage", "x-b3-traceid", "missing", "Traceparent"} {
+		if got, want := headerCarrier(h).Get(key), propagation.HeaderCarrier(h).Get(key); got != want {
+			t.Errorf("Get(%q) = %q, want %q as propagation.HeaderCarrier gives", key, got, want)
 		}
 	}
 }
