@@ -79,8 +79,10 @@ func launch(t *testing.T, env []string, args ...string) *process {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start kubeskel: %v", err)
 	}
-	go p.logs.read(stdout)
 	go func() {
+		// Read to EOF before Wait: Wait closes the pipe, and lines not yet
+		// read would be lost.
+		p.logs.read(stdout)
 		err := p.cmd.Wait()
 		p.exitedAt = time.Now()
 		p.exitCode = p.cmd.ProcessState.ExitCode()
