@@ -82,8 +82,10 @@ func startInstance(t *testing.T, env map[string]string) *instance {
 		t.Fatalf("start kubeskel: %v", err)
 	}
 	addrs := make(chan [2]string, 1)
-	go inst.readLog(stdout, addrs)
+	readDone := make(chan struct{})
+	go func() { inst.readLog(stdout, addrs); close(readDone) }()
 	go func() {
+		<-readDone // Wait closes the pipe: read it to EOF first
 		err := cmd.Wait()
 		inst.exitAt = time.Now()
 		inst.exitCode = 0
