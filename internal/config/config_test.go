@@ -489,3 +489,20 @@ func TestErrorMessage(t *testing.T) {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
+
+// TestVariableNameMatchesEnvconfig: the fast name rule used on the start-up
+// path must name every field exactly as envconfig does.
+func TestVariableNameMatchesEnvconfig(t *testing.T) {
+	vars := config.Variables()
+	if len(vars) == 0 {
+		t.Fatal("no variables")
+	}
+	for _, v := range vars {
+		if got := config.Variable(v.Field); got != v.Name {
+			t.Errorf("Variable(%q) = %q, envconfig says %q", v.Field, got, v.Name)
+		}
+	}
+	if got := config.Variable("NoSuchField"); got != "NoSuchField" {
+		t.Errorf("Variable of an unknown field = %q, want it unchanged", got)
+	}
+}
