@@ -40,6 +40,16 @@ func serve(stop context.Context, cfg config.Config, stdout io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	// Run flushes telemetry after the drain; if start-up fails before Run,
+	// shut the provider down here so it is never left running.
+	running := false
+	defer func() {
+		if !running {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.TelemetryFlushTimeout)
+			defer cancel()
+			_ = tel.Shutdown(ctx) // nothing was traced yet: there is nothing to lose
+		}
+	}()
 
 	// Readiness: started and not draining, and every dependency check.
 	probes := health.New(reg.Registerer())
@@ -113,5 +123,6 @@ func serve(stop context.Context, cfg config.Config, stdout io.Writer) error {
 	if cfg.SidecarQuitURL != "" {
 		plan.Quit = func(ctx context.Context) error { return sidecar.Quit(ctx, cfg.SidecarQuitURL) }
 	}
+	running = true
 	return lc.Run(stop, plan)
 }
