@@ -12,7 +12,7 @@ set -o errexit -o pipefail -o nounset
 
 HELM_VERSION=v3.22.0
 KUBE_VERSION=v1.37.2
-CACHE=${KUBESKEL_CACHE:-$HOME/.cache/kubeskel}
+CACHE=${KUBESKEL_CACHE:-${HOME:-/root}/.cache/kubeskel}
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 log() { echo "tools.sh: $*" >&2; }
