@@ -85,8 +85,9 @@ func Load() (Config, error) {
 	// Set but empty means "configured wrongly", not "off": unset to disable.
 	var errs []error
 	for _, field := range []string{"SidecarReadyURL", "SidecarQuitURL"} {
-		if v, set := os.LookupEnv(variableName(field)); set && strings.TrimSpace(v) == "" {
-			errs = append(errs, &Error{Variable: variableName(field), Problem: "is set but empty; unset it to disable"})
+		name := variableName(field)
+		if v, set := os.LookupEnv(name); set && strings.TrimSpace(v) == "" {
+			errs = append(errs, &Error{Variable: name, Problem: "is set but empty; unset it to disable"})
 		}
 	}
 	c.CheckTCP, c.CheckHTTP = trimList(c.CheckTCP), trimList(c.CheckHTTP)

@@ -172,3 +172,23 @@ func (o *routeObserver) Observe(method string, status int, d time.Duration) {
 	}
 	o.rr.observations = append(o.rr.observations, observation{route: o.route, routeMethod: o.method, method: method, status: status})
 }
+
+// shutdownResult is what Server.Shutdown returned.
+type shutdownResult struct {
+	cut int
+	err error
+}
+
+// shutdownInBackground starts s.Shutdown with the given deadline and margin
+// and delivers its result on the returned channel.
+func shutdownInBackground(t *testing.T, s *server.Server, timeout, margin time.Duration) <-chan shutdownResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	done := make(chan shutdownResult, 1)
+	go func() {
+		cut, err := s.Shutdown(ctx, margin)
+		done <- shutdownResult{cut, err}
+	}()
+	return done
+}

@@ -116,7 +116,7 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 			}
 			status := rw.status
 			if status == 0 {
-				status = http.StatusOK // the handler wrote nothing: net/http sends 200
+				status = http.StatusOK // hijacked: the handler answered outside HTTP
 			}
 			d := time.Since(start)
 			route := rw.route

@@ -378,17 +378,7 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 	}()
 	receive(t, "the handler to start", started)
 
-	type shutdownResult struct {
-		cut int
-		err error
-	}
-	shutDone := make(chan shutdownResult, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	go func() {
-		cut, err := s.Shutdown(ctx, time.Second)
-		shutDone <- shutdownResult{cut, err}
-	}()
+	shutDone := shutdownInBackground(t, s, 20*time.Second, time.Second)
 	// Shutdown has begun once the listener refuses connections.
 	waitFor(t, "the listener to close", func() bool {
 		conn, err := net.Dial("tcp", s.Addr().String())
@@ -571,17 +561,7 @@ func TestLongLived(t *testing.T) {
 		t.Fatalf("read %q, %v; want \"hello\\n\"", line, err)
 	}
 
-	type shutdownResult struct {
-		cut int
-		err error
-	}
-	shutDone := make(chan shutdownResult, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	go func() {
-		cut, err := s.Shutdown(ctx, time.Second)
-		shutDone <- shutdownResult{cut, err}
-	}()
+	shutDone := shutdownInBackground(t, s, 20*time.Second, time.Second)
 	// The shutdown channel closes when Shutdown begins.
 	if line, err := rd.ReadString('\n'); err != nil || line != "bye\n" {
 		t.Fatalf("read %q, %v after Shutdown began; want \"bye\\n\"", line, err)
