@@ -6,6 +6,7 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/go-logr/logr"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
@@ -42,6 +44,7 @@ type Options struct {
 // usable; create it with Setup.
 type Telemetry struct {
 	provider   *sdktrace.TracerProvider // nil when the exporter is "none"
+	exporter   *flushExporter
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
 	// fields are the canonical header names the propagator reads. With
@@ -95,7 +98,8 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		return nil, fmt.Errorf("build resource: %w", err)
 	}
 	// The SDK reads OTEL_TRACES_SAMPLER and OTEL_BSP_* itself.
-	t.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res))
+	t.exporter = &flushExporter{SpanExporter: exporter}
+	t.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(t.exporter), sdktrace.WithResource(res))
 	t.tracer = t.provider.Tracer("github.com/kubeskel/kubeskel/internal/telemetry")
 	otel.SetTracerProvider(t.provider)
 	return t, nil
@@ -160,16 +164,58 @@ func (t *Telemetry) hasTraceHeader(h http.Header) bool {
 func (t *Telemetry) Enabled() bool { return t.provider != nil }
 
 // Shutdown exports the spans still buffered and stops the exporter. It
-// returns when done or when ctx ends, whichever is first. It is a no-op when
-// tracing is disabled.
+// returns when done or when ctx ends, whichever is first, and its error
+// includes a failed export of those last spans (which the SDK alone would
+// only pass to the global error handler). It is a no-op when tracing is
+// disabled.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
 	if t.provider == nil {
 		return nil
 	}
-	if err := t.provider.Shutdown(ctx); err != nil {
-		return fmt.Errorf("shut down tracer provider: %w", err)
+	t.exporter.startFlush()
+	err := t.provider.Shutdown(ctx)
+	if err != nil {
+		err = fmt.Errorf("shut down tracer provider: %w", err)
 	}
+	if exportErr := t.exporter.flushErr(); exportErr != nil {
+		err = errors.Join(err, fmt.Errorf("export the last spans: %w", exportErr))
+	}
+	return err
+}
+
+// flushExporter keeps the errors of exports made once Shutdown has begun,
+// so Shutdown can return them; before that, errors go to the SDK as usual.
+type flushExporter struct {
+	sdktrace.SpanExporter
+	mu       sync.Mutex
+	flushing bool
+	err      error
+}
+
+func (e *flushExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := e.SpanExporter.ExportSpans(ctx, spans)
+	if err == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.flushing {
+		return err
+	}
+	e.err = errors.Join(e.err, err)
 	return nil
+}
+
+func (e *flushExporter) startFlush() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.flushing = true
+}
+
+func (e *flushExporter) flushErr() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.err
 }
 
 // noEnd is returned when no span was started, so unsampled requests allocate
