@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -237,5 +239,32 @@ func TestHeaderCarrierMatchesHTTPHeader(t *testing.T) {
 		if got, want := headerCarrier(h).Get(key), propagation.HeaderCarrier(h).Get(key); got != want {
 			t.Errorf("Get(%q) = %q, want %q as propagation.HeaderCarrier gives", key, got, want)
 		}
+	}
+}
+
+// failingExporter fails every export.
+type failingExporter struct{}
+
+func (failingExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error {
+	return errors.New("collector unreachable")
+}
+func (failingExporter) Shutdown(context.Context) error { return nil }
+
+// TestShutdownReportsFailedFlush: a failed export of the last spans is
+// Shutdown's error, not only a message to the global error handler; an
+// export failing before Shutdown still goes to the SDK.
+func TestShutdownReportsFailedFlush(t *testing.T) {
+	exp := &flushExporter{SpanExporter: failingExporter{}}
+	if err := exp.ExportSpans(context.Background(), nil); err == nil {
+		t.Errorf("export before Shutdown returned nil, want its error for the SDK to handle")
+	}
+	tel := &Telemetry{exporter: exp, propagator: propagation.TraceContext{}}
+	tel.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
+	tel.tracer = tel.provider.Tracer("test")
+	_, end := tel.StartServerSpan(httptest.NewRequest("GET", "/", nil), "/", "GET /")
+	end(200)
+	err := tel.Shutdown(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "export the last spans: collector unreachable") {
+		t.Errorf("Shutdown = %v, want the failed export of the last spans", err)
 	}
 }
