@@ -164,24 +164,63 @@ func TestSidecarWait(t *testing.T) {
 	})
 }
 
+// TestSidecarQuitAfterDrain: the sidecar is asked to quit only after the
+// drain, that is after a slow request in flight at SIGTERM has been answered
+// and the flushing phase has begun, never at the signal.
 func TestSidecarQuitAfterDrain(t *testing.T) {
-	quit := make(chan string, 1)
+	type call struct {
+		what string
+		at   time.Time
+	}
+	quit := make(chan call, 1)
 	sidecar := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		quit <- r.Method + " " + r.URL.Path
+		quit <- call{r.Method + " " + r.URL.Path, time.Now()}
 	}))
 	defer sidecar.Close()
-	p := start(t, "APP_SIDECAR_QUIT_URL="+sidecar.URL+"/quitquitquit", "APP_PRESTOP_DELAY=0s")
+	p := start(t, "APP_SIDECAR_QUIT_URL="+sidecar.URL+"/quitquitquit", "APP_PRESTOP_DELAY=0s", "APP_SHUTDOWN_TIMEOUT=20s")
+
+	const slow = 2 * time.Second
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(p.url(false, "/slow?d="+slow.String()))
+		if err != nil {
+			answered <- -1
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	waitInFlight(t, p, 1)
+	signalled := time.Now()
 	p.signal(syscall.SIGTERM)
 	if got := p.wait(20 * time.Second); got != 0 {
 		t.Errorf("exit code = %d, want 0", got)
 	}
+	if got := <-answered; got != 200 {
+		t.Errorf("slow request in flight at SIGTERM = %d, want 200", got)
+	}
+	var got call
 	select {
-	case got := <-quit:
-		if want := "POST /quitquitquit"; got != want {
-			t.Errorf("sidecar got %q, want %q", got, want)
-		}
+	case got = <-quit:
 	default:
-		t.Errorf("the sidecar quit URL was not called before exit")
+		t.Fatalf("the sidecar quit URL was not called before exit")
+	}
+	if want := "POST /quitquitquit"; got.what != want {
+		t.Errorf("sidecar got %q, want %q", got.what, want)
+	}
+	// The slow request held the drain for most of its 2s: a quit sent at
+	// the signal would come far sooner.
+	if after := got.at.Sub(signalled); after < slow/2 {
+		t.Errorf("sidecar asked to quit %s after SIGTERM, before the slow request in flight could finish", after)
+	}
+	flushing := p.waitLog(time.Second, "phase", "phase", "flushing")
+	flushedAt, err := time.Parse(time.RFC3339Nano, flushing["time"].(string))
+	if err != nil {
+		t.Fatalf("flushing record time: %v", err)
+	}
+	if got.at.Before(flushedAt) {
+		t.Errorf("sidecar asked to quit at %s, before the flushing phase at %s", got.at.Format(time.StampMicro), flushedAt.Format(time.StampMicro))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,11 +158,21 @@ func TestSlowReturnsEarlyOnCancel(t *testing.T) {
 		}
 	})
 	t.Run("cancelled while sleeping", func(t *testing.T) {
-		ctx, cancel := context.WithCancelCause(context.Background())
+		parent, cancel := context.WithCancelCause(context.Background())
+		ctx := &waitedContext{Context: parent, waiting: make(chan struct{})}
 		done := make(chan *httptest.ResponseRecorder, 1)
 		go func() {
 			done <- serveHTTP(h, httptest.NewRequestWithContext(ctx, http.MethodGet, "/slow?d=1h", nil))
 		}()
+		// Cancel only once the handler waits on its context, so this tests
+		// the wait and not a check made when the handler begins.
+		select {
+		case <-ctx.waiting:
+		case w := <-done:
+			t.Fatalf("/slow?d=1h answered %d %q without waiting on its context", w.Code, w.Body)
+		case <-time.After(10 * time.Second):
+			t.Fatal("/slow?d=1h did not wait on its context within 10s")
+		}
 		cancel(context.DeadlineExceeded)
 		select {
 		case w := <-done:
@@ -175,4 +186,17 @@ func TestSlowReturnsEarlyOnCancel(t *testing.T) {
 			t.Fatal("/slow?d=1h did not return after its context was cancelled")
 		}
 	})
+}
+
+// waitedContext closes waiting the first time Done is called, that is when
+// a handler starts waiting for the context to end.
+type waitedContext struct {
+	context.Context
+	once    sync.Once
+	waiting chan struct{}
+}
+
+func (c *waitedContext) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waiting) })
+	return c.Context.Done()
 }

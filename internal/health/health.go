@@ -99,12 +99,19 @@ func CheckName(rawURL string) string {
 func (p *Probes) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodHead {
-			// The library only answers GET. net/http drops the body of a
-			// HEAD response by itself, so serving it as GET is enough.
+			// The library only answers GET: serve HEAD as GET, with the
+			// same status and headers, and drop the body here rather than
+			// rely on net/http, so any wrapper sees a HEAD response.
 			get := *r
 			get.Method = http.MethodGet
 			r = &get
+			w = headWriter{w}
 		}
 		p.h.ServeHTTP(w, r)
 	})
 }
+
+// headWriter discards the body of a response to HEAD.
+type headWriter struct{ http.ResponseWriter }
+
+func (w headWriter) Write(b []byte) (int, error) { return len(b), nil }

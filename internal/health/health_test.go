@@ -108,9 +108,24 @@ func TestHEADRecorderHasNoBody(t *testing.T) {
 	// Without net/http's server, the handler's own output for HEAD is what
 	// a recorder sees; the status must match GET.
 	p := health.New(prometheus.NewRegistry())
+	p.AddReadiness("db", func() error { return errors.New("connection refused") })
 	h := p.Handler()
-	if got, want := do(t, h, http.MethodHead, "/ready").Code, http.StatusOK; got != want {
-		t.Errorf("HEAD /ready = %d, want %d", got, want)
+	for _, path := range []string{"/live", "/ready", "/ready?full=1"} {
+		get, head := do(t, h, http.MethodGet, path), do(t, h, http.MethodHead, path)
+		if got, want := head.Code, get.Code; got != want {
+			t.Errorf("HEAD %s = %d, want %d as GET", path, got, want)
+		}
+		if got, want := head.Header().Get("Content-Type"), get.Header().Get("Content-Type"); got != want {
+			t.Errorf("HEAD %s Content-Type = %q, want %q as GET", path, got, want)
+		}
+		if head.Body.Len() != 0 {
+			t.Errorf("HEAD %s wrote a body: %q", path, head.Body)
+		}
+		// Control: GET does write one, so an empty HEAD body means
+		// something.
+		if get.Body.Len() == 0 {
+			t.Errorf("GET %s wrote no body", path)
+		}
 	}
 	if got, want := do(t, h, http.MethodPost, "/ready").Code, http.StatusMethodNotAllowed; got != want {
 		t.Errorf("POST /ready = %d, want %d", got, want)

@@ -6,11 +6,15 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/textproto"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/go-logr/logr"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
@@ -40,8 +44,13 @@ type Options struct {
 // usable; create it with Setup.
 type Telemetry struct {
 	provider   *sdktrace.TracerProvider // nil when the exporter is "none"
+	exporter   *flushExporter
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
+	// fields are the canonical header names the propagator reads. With
+	// tracing disabled a request is only extracted from when one of them is
+	// present, so a request without trace headers costs a few map lookups.
+	fields []string
 }
 
 // Setup reads the standard variables: OTEL_TRACES_EXPORTER (otlp, console or
@@ -57,15 +66,9 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		logger.Warn("opentelemetry error", "err", err)
 	}))
 
-	// autoprop's own constructor only logs an unknown OTEL_PROPAGATORS entry;
-	// ask it by name so a typo is a start-up error instead.
-	propagator := autoprop.NewTextMapPropagator()
-	if names := os.Getenv("OTEL_PROPAGATORS"); names != "" {
-		p, err := autoprop.TextMapPropagator(strings.Split(names, ",")...)
-		if err != nil {
-			return nil, fmt.Errorf("OTEL_PROPAGATORS: %w", err)
-		}
-		propagator = p
+	propagator, err := propagatorFromEnv(os.Getenv("OTEL_PROPAGATORS"))
+	if err != nil {
+		return nil, err
 	}
 	otel.SetTextMapPropagator(propagator)
 
@@ -74,7 +77,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("OTEL_TRACES_EXPORTER: create span exporter: %w", err)
 	}
-	t := &Telemetry{propagator: propagator}
+	t := &Telemetry{propagator: propagator, fields: extractFields(propagator)}
 	if exporter == nil || autoexport.IsNoneSpanExporter(exporter) {
 		t.tracer = noop.NewTracerProvider().Tracer("")
 		otel.SetTracerProvider(noop.NewTracerProvider())
@@ -95,26 +98,124 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		return nil, fmt.Errorf("build resource: %w", err)
 	}
 	// The SDK reads OTEL_TRACES_SAMPLER and OTEL_BSP_* itself.
-	t.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res))
+	t.exporter = &flushExporter{SpanExporter: exporter}
+	t.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(t.exporter), sdktrace.WithResource(res))
 	t.tracer = t.provider.Tracer("github.com/kubeskel/kubeskel/internal/telemetry")
 	otel.SetTracerProvider(t.provider)
 	return t, nil
+}
+
+// propagatorFromEnv builds the propagator named by value, a comma-separated
+// OTEL_PROPAGATORS list. Spaces around each name are ignored and empty names
+// skipped, as other OpenTelemetry SDKs do; an empty list means the default,
+// W3C tracecontext and baggage. An unknown name is an error naming the
+// variable. The variable is parsed here only: autoprop.NewTextMapPropagator
+// would parse it again and log its own warning for a bad value.
+func propagatorFromEnv(value string) (propagation.TextMapPropagator, error) {
+	var names []string
+	for name := range strings.SplitSeq(value, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}), nil
+	}
+	p, err := autoprop.TextMapPropagator(names...)
+	if err != nil {
+		return nil, fmt.Errorf("OTEL_PROPAGATORS: %w", err)
+	}
+	return p, nil
+}
+
+// extractFields returns the canonical names of the headers whose presence
+// means p may find a trace context, from its Fields, computed once so the
+// request path does no string work. Two corrections to Fields: tracestate is
+// left out, since it means nothing without traceparent (one map lookup less
+// on every request); and the b3 propagator lists only the single "b3" header
+// it writes, but it also reads the X-B3-* headers, of which X-B3-TraceId is
+// required.
+func extractFields(p propagation.TextMapPropagator) []string {
+	var fields []string
+	for _, f := range p.Fields() {
+		switch f {
+		case "tracestate":
+			continue
+		case "b3":
+			fields = append(fields, textproto.CanonicalMIMEHeaderKey("x-b3-traceid"))
+		}
+		fields = append(fields, textproto.CanonicalMIMEHeaderKey(f))
+	}
+	slices.Sort(fields)
+	return slices.Compact(fields)
+}
+
+// hasTraceHeader reports whether h carries any header the propagator reads.
+func (t *Telemetry) hasTraceHeader(h http.Header) bool {
+	for _, f := range t.fields {
+		if len(h[f]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Enabled reports whether spans are recorded and exported.
 func (t *Telemetry) Enabled() bool { return t.provider != nil }
 
 // Shutdown exports the spans still buffered and stops the exporter. It
-// returns when done or when ctx ends, whichever is first. It is a no-op when
-// tracing is disabled.
+// returns when done or when ctx ends, whichever is first, and its error
+// includes a failed export of those last spans (which the SDK alone would
+// only pass to the global error handler). It is a no-op when tracing is
+// disabled.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
 	if t.provider == nil {
 		return nil
 	}
-	if err := t.provider.Shutdown(ctx); err != nil {
-		return fmt.Errorf("shut down tracer provider: %w", err)
+	t.exporter.startFlush()
+	err := t.provider.Shutdown(ctx)
+	if err != nil {
+		err = fmt.Errorf("shut down tracer provider: %w", err)
 	}
+	if exportErr := t.exporter.flushErr(); exportErr != nil {
+		err = errors.Join(err, fmt.Errorf("export the last spans: %w", exportErr))
+	}
+	return err
+}
+
+// flushExporter keeps the errors of exports made once Shutdown has begun,
+// so Shutdown can return them; before that, errors go to the SDK as usual.
+type flushExporter struct {
+	sdktrace.SpanExporter
+	mu       sync.Mutex
+	flushing bool
+	err      error
+}
+
+func (e *flushExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := e.SpanExporter.ExportSpans(ctx, spans)
+	if err == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.flushing {
+		return err
+	}
+	e.err = errors.Join(e.err, err)
 	return nil
+}
+
+func (e *flushExporter) startFlush() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.flushing = true
+}
+
+func (e *flushExporter) flushErr() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.err
 }
 
 // noEnd is returned when no span was started, so unsampled requests allocate
@@ -129,7 +230,7 @@ func noEnd(int) {}
 // caller's trace id.
 func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (context.Context, func(status int)) {
 	ctx := r.Context()
-	if r.Header != nil && (len(r.Header["Traceparent"]) > 0 || len(r.Header["Baggage"]) > 0 || t.provider != nil) {
+	if t.provider != nil || t.hasTraceHeader(r.Header) {
 		ctx = t.propagator.Extract(ctx, headerCarrier(r.Header))
 	}
 	if t.provider == nil {

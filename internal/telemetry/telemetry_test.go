@@ -2,23 +2,33 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
 
-func setup(t *testing.T, env map[string]string) (*Telemetry, error) {
+func setup(t testing.TB, env map[string]string) (*Telemetry, error) {
+	t.Helper()
+	return setupLogging(t, env, io.Discard)
+}
+
+// setupLogging is setup with OpenTelemetry's own messages written to log.
+func setupLogging(t testing.TB, env map[string]string, log io.Writer) (*Telemetry, error) {
 	t.Helper()
 	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_PROPAGATORS", "OTEL_TRACES_SAMPLER", "OTEL_SERVICE_NAME"} {
 		t.Setenv(k, env[k])
 	}
-	return Setup(context.Background(), Options{ServiceName: "test", ServiceVersion: "v0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return Setup(context.Background(), Options{ServiceName: "test", ServiceVersion: "v0", Logger: slog.New(slog.NewTextHandler(log, nil))})
 }
 
 const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -105,12 +115,117 @@ func TestSetupErrors(t *testing.T) {
 	}{
 		{map[string]string{"OTEL_TRACES_EXPORTER": "carrier-pigeon"}, "OTEL_TRACES_EXPORTER"},
 		{map[string]string{"OTEL_PROPAGATORS": "tracecontext,nope"}, "OTEL_PROPAGATORS"},
+		{map[string]string{"OTEL_PROPAGATORS": "tracecontext, nope"}, "nope"},
+		{map[string]string{"OTEL_PROPAGATORS": "nope"}, "OTEL_PROPAGATORS"},
 	}
 	for _, tt := range tests {
-		_, err := setup(t, tt.env)
+		var log strings.Builder
+		_, err := setupLogging(t, tt.env, &log)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Setup with %v = %v, want an error naming %s", tt.env, err, tt.want)
 		}
+		// The error is the one report: the value is not parsed a second
+		// time by a library that logs its own warning.
+		if log.Len() != 0 {
+			t.Errorf("Setup with %v logged %q besides returning its error", tt.env, log.String())
+		}
+	}
+}
+
+// TestPropagatorList: OTEL_PROPAGATORS entries are trimmed and empty ones
+// skipped, as other OpenTelemetry SDKs do; unset means tracecontext and
+// baggage.
+func TestPropagatorList(t *testing.T) {
+	tests := []struct {
+		value string
+		want  []string // fields the propagator reads and writes
+	}{
+		{"", []string{"baggage", "traceparent", "tracestate"}},
+		{" ", []string{"baggage", "traceparent", "tracestate"}},
+		{"tracecontext,baggage", []string{"baggage", "traceparent", "tracestate"}},
+		{"tracecontext, baggage", []string{"baggage", "traceparent", "tracestate"}},
+		{" tracecontext ,\tbaggage ", []string{"baggage", "traceparent", "tracestate"}},
+		{"b3,,tracecontext", []string{"b3", "traceparent", "tracestate"}},
+		{"jaeger", []string{"uber-trace-id"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			var log strings.Builder
+			tel, err := setupLogging(t, map[string]string{"OTEL_PROPAGATORS": tt.value}, &log)
+			if err != nil {
+				t.Fatalf("Setup with OTEL_PROPAGATORS=%q: %v", tt.value, err)
+			}
+			got := tel.propagator.Fields()
+			slices.Sort(got)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("fields = %v, want %v", got, tt.want)
+			}
+			if log.Len() != 0 {
+				t.Errorf("Setup logged %q", log.String())
+			}
+		})
+	}
+}
+
+// TestDisabledCarriesConfiguredPropagator: with tracing disabled, the
+// caller's trace id is carried from whichever header the configured
+// propagators read, not only from traceparent.
+func TestDisabledCarriesConfiguredPropagator(t *testing.T) {
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	tests := []struct {
+		propagators string
+		header      http.Header
+	}{
+		{"", http.Header{"Traceparent": {traceparent}}},
+		{"b3", http.Header{"B3": {traceID + "-00f067aa0ba902b7-1"}}},
+		{"b3", http.Header{"X-B3-Traceid": {traceID}, "X-B3-Spanid": {"00f067aa0ba902b7"}, "X-B3-Sampled": {"1"}}},
+		{"b3multi", http.Header{"X-B3-Traceid": {traceID}, "X-B3-Spanid": {"00f067aa0ba902b7"}}},
+		{"jaeger", http.Header{"Uber-Trace-Id": {traceID + ":00f067aa0ba902b7:0:1"}}},
+		{"tracecontext, b3", http.Header{"B3": {traceID + "-00f067aa0ba902b7-1"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.propagators+" "+slices.Sorted(maps.Keys(tt.header))[0], func(t *testing.T) {
+			tel, err := setup(t, map[string]string{"OTEL_PROPAGATORS": tt.propagators})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tel.Enabled() {
+				t.Fatal("tracing enabled with OTEL_TRACES_EXPORTER unset")
+			}
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header = tt.header
+			ctx, end := tel.StartServerSpan(r, "/", "GET /")
+			end(200)
+			if got := trace.SpanContextFromContext(ctx).TraceID().String(); got != traceID {
+				t.Errorf("trace id = %s, want %s from %v", got, traceID, tt.header)
+			}
+		})
+	}
+}
+
+// BenchmarkStartServerSpanDisabled is the cost on every request with
+// tracing disabled: without trace headers, and with a traceparent.
+func BenchmarkStartServerSpanDisabled(b *testing.B) {
+	tel, err := setup(b, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bb := range []struct {
+		name   string
+		header http.Header
+	}{
+		{"no trace headers", http.Header{"Accept": {"*/*"}, "User-Agent": {"bench"}}},
+		{"traceparent", http.Header{"Accept": {"*/*"}, "Traceparent": {traceparent}}},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header = bb.header
+			b.ReportAllocs()
+			for b.Loop() {
+				_, end := tel.StartServerSpan(r, "/", "GET /")
+				end(200)
+			}
+		})
 	}
 }
 
@@ -124,5 +239,32 @@ func TestHeaderCarrierMatchesHTTPHeader(t *testing.T) {
 		if got, want := headerCarrier(h).Get(key), propagation.HeaderCarrier(h).Get(key); got != want {
 			t.Errorf("Get(%q) = %q, want %q as propagation.HeaderCarrier gives", key, got, want)
 		}
+	}
+}
+
+// failingExporter fails every export.
+type failingExporter struct{}
+
+func (failingExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error {
+	return errors.New("collector unreachable")
+}
+func (failingExporter) Shutdown(context.Context) error { return nil }
+
+// TestShutdownReportsFailedFlush: a failed export of the last spans is
+// Shutdown's error, not only a message to the global error handler; an
+// export failing before Shutdown still goes to the SDK.
+func TestShutdownReportsFailedFlush(t *testing.T) {
+	exp := &flushExporter{SpanExporter: failingExporter{}}
+	if err := exp.ExportSpans(context.Background(), nil); err == nil {
+		t.Errorf("export before Shutdown returned nil, want its error for the SDK to handle")
+	}
+	tel := &Telemetry{exporter: exp, propagator: propagation.TraceContext{}}
+	tel.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
+	tel.tracer = tel.provider.Tracer("test")
+	_, end := tel.StartServerSpan(httptest.NewRequest("GET", "/", nil), "/", "GET /")
+	end(200)
+	err := tel.Shutdown(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "export the last spans: collector unreachable") {
+		t.Errorf("Shutdown = %v, want the failed export of the last spans", err)
 	}
 }
