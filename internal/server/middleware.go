@@ -52,8 +52,9 @@ func (w *responseWriter) WriteHeader(code int) {
 		w.status = code
 		if w.srv.draining.Load() {
 			// Tell keep-alive clients and proxies to move to another pod
-			// now, while this one still answers. HTTP/2 turns this into
-			// GOAWAY.
+			// now, while this one still answers. The server speaks
+			// HTTP/1.1 only, and net/http closes the connection after this
+			// response.
 			w.Header().Set("Connection", "close")
 		}
 	}
@@ -68,7 +69,9 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 }
 
 // Flush and Hijack keep streaming and WebSocket handlers working;
-// Unwrap lets http.ResponseController reach the rest.
+// Unwrap lets http.ResponseController reach the rest. A hijacked connection
+// is tracked for Shutdown by the server's listener (see LongLived), whichever
+// of these paths the handler took.
 func (w *responseWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -110,7 +113,7 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 						slog.String("method", r.Method), slog.String("path", r.URL.Path),
 						slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
 				}
-				if !rw.wroteHeader {
+				if !rw.wroteHeader && !rw.hijacked && !connHijacked(r) {
 					http.Error(rw, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 				}
 			}
@@ -134,12 +137,21 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 			s.inFlight.Add(-1)
 		}()
 		next.ServeHTTP(rw, r)
-		if !rw.wroteHeader && !rw.hijacked {
+		if !rw.wroteHeader && !rw.hijacked && !connHijacked(r) {
 			// The handler wrote nothing; net/http would send a bare 200.
 			// Send it through WriteHeader so it too gets "Connection: close".
 			rw.WriteHeader(http.StatusOK)
 		}
 	})
+}
+
+// connHijacked reports whether the handler of r hijacked its connection by a
+// path that bypassed responseWriter.Hijack (through Unwrap). It is only
+// called when the handler wrote nothing, so the common path does not pay
+// for the context lookup.
+func connHijacked(r *http.Request) bool {
+	c := requestConn(r.Context())
+	return c != nil && http.ConnState(c.state.Load()) == http.StateHijacked
 }
 
 // normalizeMethod bounds the cardinality of the method label.
