@@ -92,6 +92,15 @@ func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 // middleware counts a request in flight from arrival to completion, recovers
 // panics, marks responses while draining, and records metrics and the
 // request log line when the handler returns.
+//
+// A panic before the response began is answered 500. A panic after it began
+// (status written) cannot change the status: the middleware logs and counts
+// it, records the request with the status it wrote, then aborts the response
+// with http.ErrAbortHandler, so net/http closes the connection without
+// finishing the body and the client sees an error instead of a complete
+// response. net/http does not log http.ErrAbortHandler: the panic is logged
+// once. A panic after a hijack is logged and counted; the handler owns the
+// connection.
 func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteObserver) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.arrivals.Add(1)
@@ -100,6 +109,7 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 		rw := &responseWriter{ResponseWriter: w, srv: s, ctx: r.Context()}
 		defer func() {
 			p := recover()
+			abort := false
 			if p != nil {
 				if p == http.ErrAbortHandler {
 					s.inFlight.Add(-1)
@@ -113,7 +123,11 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 						slog.String("method", r.Method), slog.String("path", r.URL.Path),
 						slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
 				}
-				if !rw.wroteHeader && !rw.hijacked && !connHijacked(r) {
+				switch {
+				case rw.hijacked || connHijacked(r):
+				case rw.wroteHeader:
+					abort = true
+				default:
 					http.Error(rw, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 				}
 			}
@@ -135,6 +149,9 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 					slog.Int("status", status), slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote", r.RemoteAddr))
 			}
 			s.inFlight.Add(-1)
+			if abort {
+				panic(http.ErrAbortHandler)
+			}
 		}()
 		next.ServeHTTP(rw, r)
 		if !rw.wroteHeader && !rw.hijacked && !connHijacked(r) {
