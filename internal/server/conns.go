@@ -184,6 +184,22 @@ func (cs *conns) cutAtDeadline() (unused int) {
 	return unused
 }
 
+// closeHijacked closes every hijacked connection still open: net/http's
+// Close does not know them.
+func (cs *conns) closeHijacked() {
+	var hijacked []*conn
+	cs.mu.Lock()
+	for c := range cs.open {
+		if http.ConnState(c.state.Load()) == http.StateHijacked && !c.closed {
+			hijacked = append(hijacked, c)
+		}
+	}
+	cs.mu.Unlock()
+	for _, c := range hijacked {
+		c.Close()
+	}
+}
+
 type connKey struct{}
 
 // connContext is the http.Server.ConnContext hook: it lets LongLived and the

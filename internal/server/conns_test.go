@@ -265,3 +265,23 @@ func TestShutdownCutsHijackedConnAtDeadline(t *testing.T) {
 		})
 	}
 }
+
+// Close closes hijacked connections too, which http.Server.Close does not.
+func TestCloseClosesHijackedConn(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	s, _ := serve(t, hijackThen(t, "Hijacker", false, release), server.Options{Traffic: &server.Observability{}})
+	conn := dial(t, s)
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: test\r\n\r\n")
+	rd := bufio.NewReader(conn)
+	if line, err := rd.ReadString('\n'); err != nil || line != "hello\n" {
+		t.Fatalf("read %q, %v; want \"hello\\n\"", line, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, err := io.ReadAll(rd); err != nil {
+		t.Errorf("after Close the hijacked connection is still open: read %q, %v; want EOF", rest, err)
+	}
+}

@@ -205,10 +205,13 @@ func (s *Server) waitBusy(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the listener and every connection at once.
+// Close closes the listener and every connection at once, hijacked ones
+// included.
 func (s *Server) Close() error {
 	s.cancelRequests()
-	if err := s.srv.Close(); err != nil {
+	err := s.srv.Close()
+	s.conns.closeHijacked()
+	if err != nil {
 		return fmt.Errorf("close %s server: %w", s.name, err)
 	}
 	return nil
