@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -283,5 +285,51 @@ func TestCloseClosesHijackedConn(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if rest, err := io.ReadAll(rd); err != nil {
 		t.Errorf("after Close the hijacked connection is still open: read %q, %v; want EOF", rest, err)
+	}
+}
+
+// The connection a handler hijacks is the server's wrapper; NetConn gives
+// the accepted *net.TCPConn for handlers that need its methods.
+func TestHijackedNetConn(t *testing.T) {
+	got := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer conn.Close()
+		nc, ok := conn.(interface{ NetConn() net.Conn })
+		if !ok {
+			got <- fmt.Sprintf("%T has no NetConn", conn)
+			return
+		}
+		got <- fmt.Sprintf("%T", nc.NetConn())
+	})
+	s, _ := serve(t, h, server.Options{Traffic: &server.Observability{}})
+	conn := dial(t, s)
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+	if g, want := receive(t, "the handler", got), "*net.TCPConn"; g != want {
+		t.Errorf("NetConn() is %s, want %s", g, want)
+	}
+}
+
+// A file response arrives whole. Without the middleware net/http copies it
+// through the connection's ReadFrom (the sendfile path), which the wrapper
+// must keep; the middleware's writer has no ReadFrom, so there it is plain
+// writes.
+func TestFileResponseThroughWrapper(t *testing.T) {
+	path := t.TempDir() + "/body"
+	want := strings.Repeat("kubeskel\n", 100_000)
+	if err := os.WriteFile(path, []byte(want), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, path) })
+	for _, traffic := range []*server.Observability{nil, {}} {
+		_, base := serve(t, h, server.Options{Traffic: traffic})
+		resp, body := get(t, newClient(t), base)
+		if resp.StatusCode != http.StatusOK || body != want {
+			t.Errorf("traffic=%v: GET file = %d, %d bytes; want 200, %d bytes", traffic != nil, resp.StatusCode, len(body), len(want))
+		}
 	}
 }
