@@ -52,8 +52,9 @@ func (w *responseWriter) WriteHeader(code int) {
 		w.status = code
 		if w.srv.draining.Load() {
 			// Tell keep-alive clients and proxies to move to another pod
-			// now, while this one still answers. HTTP/2 turns this into
-			// GOAWAY.
+			// now, while this one still answers. The server speaks
+			// HTTP/1.1 only, and net/http closes the connection after this
+			// response.
 			w.Header().Set("Connection", "close")
 		}
 	}
@@ -68,7 +69,9 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 }
 
 // Flush and Hijack keep streaming and WebSocket handlers working;
-// Unwrap lets http.ResponseController reach the rest.
+// Unwrap lets http.ResponseController reach the rest. A hijacked connection
+// is tracked for Shutdown by the server's listener (see LongLived), whichever
+// of these paths the handler took.
 func (w *responseWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -89,6 +92,15 @@ func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 // middleware counts a request in flight from arrival to completion, recovers
 // panics, marks responses while draining, and records metrics and the
 // request log line when the handler returns.
+//
+// A panic before the response began is answered 500. A panic after it began
+// (status written) cannot change the status: the middleware logs and counts
+// it, records the request with the status it wrote, then aborts the response
+// with http.ErrAbortHandler, so net/http closes the connection without
+// finishing the body and the client sees an error instead of a complete
+// response. net/http does not log http.ErrAbortHandler: the panic is logged
+// once. A panic after a hijack is logged and counted; the handler owns the
+// connection.
 func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteObserver) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.arrivals.Add(1)
@@ -97,6 +109,7 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 		rw := &responseWriter{ResponseWriter: w, srv: s, ctx: r.Context()}
 		defer func() {
 			p := recover()
+			abort := false
 			if p != nil {
 				if p == http.ErrAbortHandler {
 					s.inFlight.Add(-1)
@@ -110,7 +123,11 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 						slog.String("method", r.Method), slog.String("path", r.URL.Path),
 						slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
 				}
-				if !rw.wroteHeader {
+				switch {
+				case rw.hijacked || connHijacked(r):
+				case rw.wroteHeader:
+					abort = true
+				default:
 					http.Error(rw, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 				}
 			}
@@ -132,14 +149,26 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 					slog.Int("status", status), slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote", r.RemoteAddr))
 			}
 			s.inFlight.Add(-1)
+			if abort {
+				panic(http.ErrAbortHandler)
+			}
 		}()
 		next.ServeHTTP(rw, r)
-		if !rw.wroteHeader && !rw.hijacked {
+		if !rw.wroteHeader && !rw.hijacked && !connHijacked(r) {
 			// The handler wrote nothing; net/http would send a bare 200.
 			// Send it through WriteHeader so it too gets "Connection: close".
 			rw.WriteHeader(http.StatusOK)
 		}
 	})
+}
+
+// connHijacked reports whether the handler of r hijacked its connection by a
+// path that bypassed responseWriter.Hijack (through Unwrap). It is only
+// called when the handler wrote nothing, so the common path does not pay
+// for the context lookup.
+func connHijacked(r *http.Request) bool {
+	c := requestConn(r.Context())
+	return c != nil && http.ConnState(c.state.Load()) == http.StateHijacked
 }
 
 // normalizeMethod bounds the cardinality of the method label.

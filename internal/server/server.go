@@ -1,7 +1,8 @@
 // Package server runs an http.Server with safe defaults on a listener bound
 // up front, and drains it: it counts requests in flight, marks responses
 // "Connection: close" while draining, cancels request contexts shortly before
-// the shutdown deadline, and reports how many requests the deadline cut.
+// the shutdown deadline, tracks every connection (hijacked ones included)
+// and reports how many requests the shutdown really cut.
 package server
 
 import (
@@ -35,9 +36,11 @@ type Options struct {
 
 // Server is one HTTP listener and its server. Create it with Listen.
 type Server struct {
-	name string
-	ln   net.Listener
-	srv  *http.Server
+	name   string
+	ln     net.Listener
+	srv    *http.Server
+	logger *slog.Logger
+	conns  *conns
 
 	// cancelRequests cancels the base context of every request.
 	cancelRequests context.CancelFunc
@@ -46,7 +49,6 @@ type Server struct {
 	arrivals atomic.Uint64
 	draining atomic.Bool
 
-	longLivedN   atomic.Int64
 	shuttingDown chan struct{}
 	shutdownOnce sync.Once
 }
@@ -62,8 +64,9 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 	// Request contexts derive from this context, never from the signal
 	// context: a SIGTERM must not cancel requests that are still being served.
 	base, cancel := context.WithCancel(context.Background())
-	s := &Server{name: name, ln: ln, cancelRequests: cancel, shuttingDown: make(chan struct{})}
-	base = context.WithValue(base, serverKey{}, s)
+	shuttingDown := make(chan struct{})
+	s := &Server{name: name, ln: ln, logger: o.Logger, cancelRequests: cancel, shuttingDown: shuttingDown,
+		conns: &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown}}
 	if o.Traffic != nil {
 		var unmatched RouteObserver
 		if o.Traffic.Route != nil {
@@ -79,11 +82,17 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 		IdleTimeout:       o.IdleTimeout,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return base },
+		ConnContext:       connContext,
+		ConnState:         s.conns.connState,
 	}
 	if o.Logger != nil {
 		s.srv.ErrorLog = slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn)
 	}
-	s.srv.RegisterOnShutdown(func() { s.shutdownOnce.Do(func() { close(s.shuttingDown) }) })
+	// net/http runs this only after it has stopped serving new requests.
+	s.srv.RegisterOnShutdown(func() {
+		s.conns.shutdownBegan.Store(true)
+		s.shutdownOnce.Do(func() { close(s.shuttingDown) })
+	})
 	return s, nil
 }
 
@@ -94,7 +103,7 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Serve accepts connections until Shutdown or Close. It returns nil after
 // Shutdown or Close, and the error otherwise.
 func (s *Server) Serve() error {
-	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := s.srv.Serve(listener{s.ln, s.conns}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s on %s: %w", s.name, s.Addr(), err)
 	}
 	return nil
@@ -114,38 +123,79 @@ func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 // Arrivals is the number of requests received since start; it only grows.
 func (s *Server) Arrivals() uint64 { return s.arrivals.Load() }
 
-// Shutdown stops accepting, closes idle connections and waits for requests
-// in flight and for long-lived connections (see LongLived) until ctx ends.
-// margin before ctx's deadline it cancels every request context so handlers
-// can still return cleanly. If ctx ends first, the remaining connections are
-// closed and cut is the number of requests and long-lived connections that
-// were still open; err is then context.DeadlineExceeded (or ctx's error).
+// ErrCut is wrapped by the error of Shutdown when it cut requests.
+var ErrCut = errors.New("requests cut")
+
+// Shutdown stops accepting, closes idle connections and waits until ctx ends
+// for requests in flight, for hijacked connections to be closed by their
+// handlers and for LongLived registrations to be done. margin before ctx's
+// deadline it cancels every request context so handlers can still return
+// cleanly. When ctx ends first, it closes every remaining connection.
+//
+// cut is the number of connections on which a request or a hijacked
+// connection was lost:
+//   - at the deadline: a request being served, or whose header net/http has
+//     begun to read (at least one byte); a hijacked connection still open;
+//     a LongLived registration not done. A connection that sent no request
+//     yet, or is idle between requests, loses nothing: it is closed, logged
+//     at Info with its number, and not counted.
+//   - before the deadline: net/http does not serve a request whose header it
+//     finishes reading after Shutdown began (it closes the connection), and
+//     it closes keep-alive connections idle when Shutdown begins; a request
+//     net/http had begun to read on either is counted. (A request whose first
+//     bytes arrive in the instant net/http begins to shut down, before
+//     RegisterOnShutdown hooks run, can be missed.)
+//
+// Each connection is counted at most once. err wraps ErrCut if and only if
+// cut > 0, and then also ctx's error if the deadline was reached; without a
+// cut, err is non-nil only if closing the listener failed.
 func (s *Server) Shutdown(ctx context.Context, margin time.Duration) (cut int, err error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		t := time.AfterFunc(time.Until(deadline)-margin, s.cancelRequests)
 		defer t.Stop()
 	}
 	// Shutdown calls the RegisterOnShutdown hook, which tells long-lived
-	// connections to finish; it does not wait for them, so we do below.
-	err = s.srv.Shutdown(ctx)
-	if err == nil {
-		err = s.waitLongLived(ctx)
+	// connections to finish; it does not wait for hijacked connections, so
+	// we do below.
+	var ctxErr, closeErr error
+	if err := s.srv.Shutdown(ctx); err != nil && err == ctx.Err() {
+		ctxErr = err
+	} else {
+		closeErr = err // closing the listener failed; the drain went on
+		ctxErr = s.waitBusy(ctx)
 	}
-	if err != nil {
-		cut = int(s.inFlight.Load() + s.longLivedN.Load())
-		s.cancelRequests()
-		return cut, errors.Join(fmt.Errorf("shut down %s server: %w", s.name, err), s.srv.Close())
+	if ctxErr != nil {
+		if unused := s.conns.cutAtDeadline(); unused > 0 && s.logger != nil {
+			s.logger.Info("closed connections that had sent no request", "server", s.name, "connections", unused)
+		}
+		// Shutdown closed the listener already; closing it again is no error.
+		if err := s.srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			closeErr = errors.Join(closeErr, err)
+		}
 	}
 	s.cancelRequests()
-	return 0, nil
+	if closeErr != nil {
+		closeErr = fmt.Errorf("close %s server: %w", s.name, closeErr)
+	}
+	cut = int(s.conns.cut.Load())
+	if cut == 0 {
+		return 0, closeErr
+	}
+	if ctxErr != nil {
+		err = fmt.Errorf("shut down %s server: %w: %d at the deadline: %w", s.name, ErrCut, cut, ctxErr)
+	} else {
+		err = fmt.Errorf("shut down %s server: %w: %d dropped by net/http after shutdown began", s.name, ErrCut, cut)
+	}
+	return cut, errors.Join(err, closeErr)
 }
 
-// waitLongLived polls, rather than using a WaitGroup, because handlers may
-// still register long-lived connections while Shutdown is waiting.
-func (s *Server) waitLongLived(ctx context.Context) error {
+// waitBusy waits for hijacked connections and LongLived registrations. It
+// polls, rather than using a WaitGroup, because handlers may still hijack or
+// register while Shutdown is waiting.
+func (s *Server) waitBusy(ctx context.Context) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for s.longLivedN.Load() > 0 {
+	for s.conns.busy() > 0 {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -155,31 +205,47 @@ func (s *Server) waitLongLived(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the listener and every connection at once.
+// Close closes the listener and every connection at once, hijacked ones
+// included.
 func (s *Server) Close() error {
 	s.cancelRequests()
-	if err := s.srv.Close(); err != nil {
+	err := s.srv.Close()
+	s.conns.closeHijacked()
+	if err != nil {
 		return fmt.Errorf("close %s server: %w", s.name, err)
 	}
 	return nil
 }
 
-type serverKey struct{}
-
-// LongLived registers a connection that outlives its handler, such as a
-// hijacked WebSocket, with the server whose request context is ctx.
-// shutdown is closed when Shutdown begins: the connection should then finish
-// its work and close. done must be called once when it has; Shutdown waits
-// for it until its deadline and counts it as cut otherwise. Outside a
-// server's request context, LongLived returns a nil channel and a no-op.
+// LongLived tells a handler when its server shuts down and lets it hold
+// Shutdown for work that outlives the handler, on the request's connection
+// (ctx is the request context or one derived from it). shutdown is closed
+// when Shutdown begins: the handler should then finish and close. done must
+// be called once the work is finished; later calls are no-ops.
+//
+// A hijacked connection needs no registration: Shutdown waits for it until
+// its handler closes it, whichever way the handler reached Hijack, and in
+// any order relative to LongLived. With a registration, Shutdown waits for
+// both the Close and done. Either way the connection is counted at most once
+// as cut at the deadline, and a hijacked connection still open then is
+// closed by Shutdown. Outside a server's request context, LongLived returns
+// a nil channel and a no-op.
 func LongLived(ctx context.Context) (shutdown <-chan struct{}, done func()) {
-	s, ok := ctx.Value(serverKey{}).(*Server)
-	if !ok {
+	c := requestConn(ctx)
+	if c == nil {
 		return nil, func() {}
 	}
-	s.longLivedN.Add(1)
+	cs := c.cs
+	cs.mu.Lock()
+	c.longLived++
+	cs.mu.Unlock()
 	var once sync.Once
-	return s.shuttingDown, func() {
-		once.Do(func() { s.longLivedN.Add(-1) })
+	return cs.shutdown, func() {
+		once.Do(func() {
+			cs.mu.Lock()
+			c.longLived--
+			cs.finishLocked(c)
+			cs.mu.Unlock()
+		})
 	}
 }

@@ -285,26 +285,87 @@ func TestPanicRecovered(t *testing.T) {
 	}
 }
 
-func TestPanicAfterWriteHeaderKeepsStatus(t *testing.T) {
-	rr := &routeRecorder{}
-	var panics atomic.Int32
-	obs := &server.Observability{Route: rr.Route, Panic: func() { panics.Add(1) }}
-	mux := server.NewMux(*obs)
-	mux.HandleFunc("GET /late", func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusAccepted)
-		panic("late")
-	})
-	_, base := serve(t, mux, server.Options{Traffic: obs})
-	resp, _ := get(t, newClient(t), base+"/late")
-	if got, want := resp.StatusCode, http.StatusAccepted; got != want {
-		t.Errorf("status = %d, want %d (already sent)", got, want)
+// A panic after the response has begun cannot become a 500: the status line
+// is gone. The response must be aborted so the client sees an error instead
+// of a complete-looking 200, and the panic still logged and counted once.
+func TestPanicAfterHeadersAbortsResponse(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		// flushed: the status and part of the body reached the client
+		// before the panic, so the error comes while reading the body.
+		flushed bool
+		status  int // observed in metrics: the status the handler wrote
+	}{
+		{"flushed body", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "partial")
+			http.NewResponseController(w).Flush()
+			panic("late")
+		}, true, http.StatusOK},
+		{"buffered body", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "partial")
+			panic("late")
+		}, false, http.StatusOK},
+		{"status only", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusAccepted)
+			panic("late")
+		}, false, http.StatusAccepted},
 	}
-	waitFor(t, "an observation", func() bool { return len(rr.observed()) == 1 })
-	if got, want := rr.observed()[0].status, http.StatusAccepted; got != want {
-		t.Errorf("observed status = %d, want %d", got, want)
-	}
-	if got, want := panics.Load(), int32(1); got != want {
-		t.Errorf("Panic called %d times, want %d", got, want)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &logCapture{}
+			rr := &routeRecorder{}
+			var panics atomic.Int32
+			obs := &server.Observability{Route: rr.Route, Panic: func() { panics.Add(1) }, Logger: slog.New(logs)}
+			mux := server.NewMux(*obs)
+			mux.HandleFunc("GET /late", tt.handler)
+			mux.HandleFunc("GET /ok", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "fine") })
+			s, base := serve(t, mux, server.Options{Traffic: obs, Logger: slog.New(logs)})
+			c := newClient(t)
+
+			resp, err := c.Get(base + "/late")
+			if tt.flushed {
+				if err != nil {
+					t.Fatalf("GET /late: %v, want the flushed status", err)
+				}
+				if got, want := resp.StatusCode, http.StatusOK; got != want {
+					t.Errorf("status = %d, want %d", got, want)
+				}
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Errorf("reading the body of an aborted response: %v, want io.ErrUnexpectedEOF", err)
+				}
+			} else {
+				if err == nil {
+					body, rerr := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					t.Errorf("GET /late = %d %q (read error %v), want an error: the response was cut", resp.StatusCode, body, rerr)
+				}
+			}
+
+			waitFor(t, "InFlight() == 0", func() bool { return s.InFlight() == 0 })
+			waitFor(t, "an observation", func() bool { return len(rr.observed()) == 1 })
+			if got, want := rr.observed()[0], (observation{route: "/late", routeMethod: "GET", method: "GET", status: tt.status}); got != want {
+				t.Errorf("observed %+v, want %+v", got, want)
+			}
+			if got, want := panics.Load(), int32(1); got != want {
+				t.Errorf("Panic called %d times, want %d", got, want)
+			}
+			if got, want := len(logs.find("handler panic")), 1; got != want {
+				t.Errorf("got %d \"handler panic\" records, want %d", got, want)
+			}
+			for _, r := range logs.all() {
+				if strings.Contains(r.msg, "panic serving") {
+					t.Errorf("net/http logged the panic too: %q", r.msg)
+				}
+			}
+
+			resp, body := get(t, c, base+"/ok")
+			if resp.StatusCode != http.StatusOK || body != "fine" {
+				t.Errorf("after an aborted response, GET /ok = %d %q; want 200 \"fine\"", resp.StatusCode, body)
+			}
+		})
 	}
 }
 
