@@ -235,7 +235,11 @@ type progress struct {
 // teardown ends every path out of Run, whatever err is; each step is bounded
 // by its Plan timeout.
 func (c *Controller) teardown(p Plan, w *watcher, at progress, err error) error {
-	if c.Phase() != Flushing {
+	switch {
+	case c.Phase() == Flushing: // after the drain
+	case at.signalled:
+		c.enter(Flushing, "reason", "stopped during start-up")
+	default:
 		c.enter(Flushing, "reason", "start-up or serve failure")
 	}
 	// A server we did not drain is closed: on a failure there is nothing
