@@ -13,7 +13,7 @@ import (
 )
 
 // runCommand handles the command-line forms other than plain "kubeskel":
-// help, version and probe.
+// help, version, check-config and probe.
 func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
@@ -23,6 +23,8 @@ Usage:
   kubeskel                 run the service, configured by the variables below
   kubeskel probe [-timeout 2s] URL
                            exit 0 if GET URL answers 200, 1 otherwise
+  kubeskel check-config    validate the variables below and print the shutdown
+                           budget arithmetic; exit 0 if valid, 2 otherwise
   kubeskel version         print the version
   kubeskel -h | --help     print this help
 
@@ -43,6 +45,16 @@ error; 3 shutdown deadline reached, requests cut; 4 second signal.
 		return flag.ErrHelp
 	case "version", "-version", "--version":
 		_, err := fmt.Fprintln(stdout, buildinfo.Version)
+		return err
+	case "check-config":
+		if len(args) > 1 {
+			return usageError{fmt.Errorf("check-config takes no arguments (got %q)", args[1:])}
+		}
+		cfg, err := config.Load()
+		if err != nil {
+			return fmt.Errorf("configuration error (see kubeskel -h):\n%w", err)
+		}
+		_, err = fmt.Fprintf(stdout, "configuration valid; shutdown budget: %s\n", cfg.BudgetArithmetic())
 		return err
 	case "probe":
 		err := probe.Run(ctx, args[1:], stderr)

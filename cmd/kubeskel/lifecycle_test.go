@@ -52,7 +52,7 @@ func TestConfigErrorsExit2NamingTheVariable(t *testing.T) {
 		{"secret URL not echoed", []string{"APP_SIDECAR_QUIT_URL=ftp://user:hunter2@proxy/quit"}, []string{"APP_SIDECAR_QUIT_URL"}, "hunter2"},
 		{"empty but set URL", []string{"APP_SIDECAR_READY_URL="}, []string{"APP_SIDECAR_READY_URL", "empty"}, ""},
 		{"budget over grace period", []string{"APP_PRESTOP_DELAY=10s", "APP_SHUTDOWN_TIMEOUT=20s", "APP_TERMINATION_GRACE_PERIOD=30s"},
-			[]string{"APP_TERMINATION_GRACE_PERIOD", "10s", "20s", "2s", "32s", "30s"}, ""},
+			[]string{"APP_TERMINATION_GRACE_PERIOD", "10s", "20s", "2s", "33s", "30s"}, ""},
 		{"cancel margin over timeout", []string{"APP_SHUTDOWN_TIMEOUT=1s", "APP_HANDLER_CANCEL_MARGIN=2s"}, []string{"APP_HANDLER_CANCEL_MARGIN"}, ""},
 		{"unknown trace exporter", []string{"OTEL_TRACES_EXPORTER=carrier-pigeon"}, []string{"OTEL_TRACES_EXPORTER"}, ""},
 		{"unknown propagator", []string{"OTEL_PROPAGATORS=tracecontext,bogus"}, []string{"OTEL_PROPAGATORS"}, ""},

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,25 +17,34 @@ import (
 )
 
 func main() {
-	// The first SIGTERM or SIGINT starts the graceful shutdown; a second one
-	// exits at once (an operator pressing Ctrl-C twice, or a kubelet that
-	// has given up waiting).
-	ctx, stop := context.WithCancelCause(context.Background())
+	// The first SIGTERM or SIGINT starts the graceful shutdown (stop); a
+	// second one exits at once (abort), for an operator pressing Ctrl-C
+	// twice. A kubelet sends SIGTERM only once: at the end of the grace
+	// period it sends SIGKILL, which cannot be caught.
+	stop, cancelStop := context.WithCancelCause(context.Background())
+	abort, cancelAbort := context.WithCancelCause(context.Background())
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
-		stop(fmt.Errorf("received %s", <-signals))
-		sig := <-signals
-		slog.New(slog.NewJSONHandler(os.Stdout, nil)).Error("second signal: exiting at once",
-			"signal", sig.String(), "exit_code", lifecycle.ExitSecondSignal)
-		os.Exit(lifecycle.ExitSecondSignal)
+		cancelStop(fmt.Errorf("received %s", <-signals))
+		cancelAbort(secondSignal{<-signals})
 	}()
 
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
+	err := run(stop, abort, os.Args[1:], os.Stdout, os.Stderr)
+	var second secondSignal
+	if err != nil && !errors.Is(err, flag.ErrHelp) && !errors.As(err, &second) {
 		fmt.Fprintf(os.Stderr, "kubeskel: %v\n", err)
 	}
 	os.Exit(exitCode(err))
+}
+
+// secondSignal is the cause of the abort context and the error run returns
+// when it ends the process at once: exit code 4. It is logged by the
+// service's own logger, in the configured format.
+type secondSignal struct{ sig os.Signal }
+
+func (e secondSignal) Error() string {
+	return "second signal (" + e.sig.String() + "): exiting at once"
 }
 
 // usageError is a bad command line or configuration outside APP_* (an
@@ -52,6 +60,8 @@ func exitCode(err error) int {
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, new(secondSignal)):
+		return lifecycle.ExitSecondSignal
 	case errors.As(err, &cfgErr), errors.As(err, &usageErr):
 		return lifecycle.ExitConfig
 	}
@@ -59,14 +69,15 @@ func exitCode(err error) int {
 }
 
 // run is the whole program; it returns instead of exiting so that it can be
-// tested and so that deferred cleanups run.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// tested and so that deferred cleanups run. stop is done on the first
+// signal, abort on the second (its cause a secondSignal).
+func run(stop, abort context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
-		return runCommand(ctx, args, stdout, stderr)
+		return runCommand(stop, args, stdout, stderr)
 	}
 	cfg, err := config.Load()
 	if err != nil {
 		return fmt.Errorf("configuration error (see kubeskel -h):\n%w", err)
 	}
-	return serve(ctx, cfg, stdout)
+	return serve(stop, abort, cfg, stdout)
 }

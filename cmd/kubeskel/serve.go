@@ -22,8 +22,10 @@ import (
 )
 
 // serve wires the packages together and hands them to the lifecycle
-// controller. stop is done on the first SIGTERM or SIGINT.
-func serve(stop context.Context, cfg config.Config, stdout io.Writer) error {
+// controller. stop is done on the first SIGTERM or SIGINT; once abort is
+// done (a second signal) serve logs it and returns its cause at once,
+// without waiting for the drain.
+func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) error {
 	logger, err := logging.New(stdout, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return usageError{err}
@@ -100,14 +102,15 @@ func serve(stop context.Context, cfg config.Config, stdout io.Writer) error {
 
 	plan := lifecycle.Plan{
 		Traffic: traffic, Admin: adminSrv,
-		Flush:           tel.Shutdown,
-		PrestopDelay:    cfg.PrestopDelay,
-		QuietPeriod:     cfg.PrestopQuietPeriod,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		CancelMargin:    cfg.HandlerCancelMargin,
-		FlushTimeout:    cfg.TelemetryFlushTimeout,
-		QuitTimeout:     cfg.SidecarQuitTimeout,
-		Drained:         reg.Drained,
+		Flush:            tel.Shutdown,
+		PrestopDelay:     cfg.PrestopDelay,
+		QuietPeriod:      cfg.PrestopQuietPeriod,
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		CancelMargin:     cfg.HandlerCancelMargin,
+		FlushTimeout:     cfg.TelemetryFlushTimeout,
+		QuitTimeout:      cfg.SidecarQuitTimeout,
+		AdminStopTimeout: config.AdminStopTimeout,
+		Drained:          reg.Drained,
 	}
 	if cfg.SidecarReadyURL != "" {
 		plan.WaitReady = func(ctx context.Context) error {
@@ -124,5 +127,17 @@ func serve(stop context.Context, cfg config.Config, stdout io.Writer) error {
 		plan.Quit = func(ctx context.Context) error { return sidecar.Quit(ctx, cfg.SidecarQuitURL) }
 	}
 	running = true
-	return lc.Run(stop, plan)
+	done := make(chan error, 1)
+	go func() { done <- lc.Run(stop, plan) }()
+	select {
+	case err := <-done:
+		return err
+	case <-abort.Done():
+		err := context.Cause(abort)
+		var second secondSignal
+		if errors.As(err, &second) {
+			logger.Error("second signal: exiting at once", "signal", second.sig.String(), "exit_code", lifecycle.ExitSecondSignal)
+		}
+		return err
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -32,6 +33,7 @@ type Config struct {
 	HTTPAddr  string `split_words:"true" default:":8080" desc:"traffic listener address (host:port; :0 picks a free port)"`
 	AdminAddr string `split_words:"true" default:":8081" desc:"admin listener address for /live, /ready and /metrics"`
 
+	PrestopSleep           time.Duration `split_words:"true" default:"0s" desc:"the kubelet's preStop sleep, which runs before SIGTERM inside the same grace period; counted in the shutdown budget only (the chart sets it)"`
 	PrestopDelay           time.Duration `split_words:"true" default:"5s" desc:"after SIGTERM, keep serving (not ready, Connection: close) this long so load balancers deregister the pod; 0 disables"`
 	PrestopQuietPeriod     time.Duration `split_words:"true" default:"0s" desc:"end the pre-stop delay early once no request has arrived for this long; 0 disables"`
 	ShutdownTimeout        time.Duration `split_words:"true" default:"20s" desc:"deadline for in-flight requests to complete after the pre-stop delay; the rest are cut"`
@@ -127,15 +129,57 @@ func secret(field string) bool {
 	return ok && f.Tag.Get("secret") == "true"
 }
 
-// ShutdownBudget is the time the shutdown sequence may take after SIGTERM:
-// pre-stop delay, shutdown deadline, telemetry flush and, if configured, the
-// sidecar quit request.
+// MaxDuration caps every duration variable, so that the shutdown budget's
+// sum cannot overflow.
+const MaxDuration = 24 * time.Hour
+
+// AdminStopTimeout bounds the admin server's graceful stop, the last step of
+// the shutdown; it counts in ShutdownBudget.
+const AdminStopTimeout = time.Second
+
+// ShutdownBudget is the longest the pod's termination may take, from the
+// start of the grace period to the process's exit: the kubelet's preStop
+// sleep (before SIGTERM), pre-stop delay, shutdown deadline, telemetry
+// flush, the sidecar quit request if configured, and the admin stop. Every
+// term is at most MaxDuration, so the sum cannot overflow.
 func (c Config) ShutdownBudget() time.Duration {
-	b := c.PrestopDelay + c.ShutdownTimeout + c.TelemetryFlushTimeout
-	if c.SidecarQuitURL != "" {
-		b += c.SidecarQuitTimeout
+	var b time.Duration
+	for _, term := range c.budgetTerms() {
+		b += term.d
 	}
 	return b
+}
+
+type budgetTerm struct {
+	name string
+	d    time.Duration
+}
+
+// budgetTerms are the terms of ShutdownBudget, in the order they happen.
+func (c Config) budgetTerms() []budgetTerm {
+	terms := []budgetTerm{
+		{Variable("PrestopSleep"), c.PrestopSleep}, {Variable("PrestopDelay"), c.PrestopDelay},
+		{Variable("ShutdownTimeout"), c.ShutdownTimeout}, {Variable("TelemetryFlushTimeout"), c.TelemetryFlushTimeout},
+	}
+	if c.SidecarQuitURL != "" {
+		terms = append(terms, budgetTerm{Variable("SidecarQuitTimeout"), c.SidecarQuitTimeout})
+	}
+	return append(terms, budgetTerm{"admin stop", AdminStopTimeout})
+}
+
+// BudgetArithmetic shows the sum ShutdownBudget makes and how it compares
+// with the grace period, for example "APP_PRESTOP_SLEEP 0s + ... + admin
+// stop 1s = 28s, below APP_TERMINATION_GRACE_PERIOD 30s".
+func (c Config) BudgetArithmetic() string {
+	var parts []string
+	for _, term := range c.budgetTerms() {
+		parts = append(parts, term.name+" "+term.d.String())
+	}
+	rel := "below"
+	if c.ShutdownBudget() >= c.TerminationGracePeriod {
+		rel = "not below"
+	}
+	return fmt.Sprintf("%s = %s, %s %s %s", strings.Join(parts, " + "), c.ShutdownBudget(), rel, Variable("TerminationGracePeriod"), c.TerminationGracePeriod)
 }
 
 // Validate checks single values and the rules between them. It returns all
@@ -154,7 +198,7 @@ func (c Config) Validate() error {
 		bad("AdminAddr", "must differ from %s (%s)", Variable("HTTPAddr"), c.HTTPAddr)
 	}
 	nonNegative := map[string]time.Duration{
-		"PrestopDelay": c.PrestopDelay, "PrestopQuietPeriod": c.PrestopQuietPeriod,
+		"PrestopSleep": c.PrestopSleep, "PrestopDelay": c.PrestopDelay, "PrestopQuietPeriod": c.PrestopQuietPeriod,
 		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "HandlerCancelMargin": c.HandlerCancelMargin,
 	}
 	positive := map[string]time.Duration{
@@ -171,6 +215,14 @@ func (c Config) Validate() error {
 	for _, field := range sortedKeys(positive) {
 		if positive[field] <= 0 {
 			bad(field, "must be positive (got %s)", positive[field])
+		}
+	}
+	all := map[string]time.Duration{}
+	maps.Copy(all, nonNegative)
+	maps.Copy(all, positive)
+	for _, field := range sortedKeys(all) {
+		if all[field] > MaxDuration {
+			bad(field, "must be at most 24h (got %s)", all[field])
 		}
 	}
 	if c.HandlerCancelMargin >= c.ShutdownTimeout && c.ShutdownTimeout > 0 {
@@ -212,14 +264,10 @@ func (c Config) Validate() error {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		bad("LogLevel", "invalid value %q; want debug, info, warn or error", c.LogLevel)
 	}
-	if budget := c.ShutdownBudget(); len(errs) == 0 && budget >= c.TerminationGracePeriod {
-		quit := ""
-		if c.SidecarQuitURL != "" {
-			quit = fmt.Sprintf(" + %s %s", Variable("SidecarQuitTimeout"), c.SidecarQuitTimeout)
-		}
-		bad("TerminationGracePeriod", "shutdown budget does not fit: %s %s + %s %s + %s %s%s = %s, which is not below %s; raise the grace period or shorten the drain",
-			Variable("PrestopDelay"), c.PrestopDelay, Variable("ShutdownTimeout"), c.ShutdownTimeout,
-			Variable("TelemetryFlushTimeout"), c.TelemetryFlushTimeout, quit, budget, c.TerminationGracePeriod)
+	// Strictly below: the process also needs a moment to exit, and the
+	// kubelet's SIGKILL at the end of the grace period does not wait.
+	if len(errs) == 0 && c.ShutdownBudget() >= c.TerminationGracePeriod {
+		bad("TerminationGracePeriod", "shutdown budget does not fit: %s; raise the grace period or shorten the drain", c.BudgetArithmetic())
 	}
 	return errors.Join(errs...)
 }
@@ -312,9 +360,11 @@ func Usage(w io.Writer) error {
 	return tw.Flush()
 }
 
-// serviceLink matches the variables Kubernetes injects for a Service named
-// "app" (APP_PORT, APP_PORT_8080_TCP_ADDR, APP_SERVICE_HOST, ...).
-var serviceLink = regexp.MustCompile(`^APP_(PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?|SERVICE_(HOST|PORT(_[A-Z0-9_]+)?))$`)
+// serviceLink matches the variables the kubelet injects (pkg/kubelet/envvars)
+// for a Service whose name starts with "app" ("app", "app-admin": upper-cased,
+// "-" as "_"): NAME_SERVICE_HOST, NAME_SERVICE_PORT, NAME_SERVICE_PORT_PORTNAME,
+// NAME_PORT, NAME_PORT_8080_TCP and its _PROTO, _PORT and _ADDR.
+var serviceLink = regexp.MustCompile(`^APP(_[A-Z0-9_]*[A-Z0-9])?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9][A-Z0-9_]*[A-Z0-9]|_[A-Z0-9])?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
 
 // Unknown returns the APP_* variables in environ ("KEY=value" pairs) that the
 // service does not read, most likely typos. Kubernetes service-link variables

@@ -87,7 +87,8 @@ func TestLoadDefaults(t *testing.T) {
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load() =\n%+v\nwant\n%+v", c, want)
 	}
-	if got, want := c.ShutdownBudget(), 27*time.Second; got != want {
+	// 5s + 20s + 2s + 1s admin stop
+	if got, want := c.ShutdownBudget(), 28*time.Second; got != want {
 		t.Errorf("ShutdownBudget() = %s, want %s", got, want)
 	}
 }
@@ -130,8 +131,8 @@ func TestLoadValues(t *testing.T) {
 	if got, want := c.MaxHeaderBytes, 8192; got != want {
 		t.Errorf("MaxHeaderBytes = %d, want %d", got, want)
 	}
-	// 1.5s + 90s + 2s + 1s (quit URL set)
-	if got, want := c.ShutdownBudget(), 94500*time.Millisecond; got != want {
+	// 1.5s + 90s + 2s + 1s (quit URL set) + 1s admin stop
+	if got, want := c.ShutdownBudget(), 95500*time.Millisecond; got != want {
 		t.Errorf("ShutdownBudget() = %s, want %s", got, want)
 	}
 }
@@ -286,34 +287,52 @@ func TestBudgetRule(t *testing.T) {
 		},
 		{
 			name:    "just below the grace period",
-			env:     map[string]string{"APP_TERMINATION_GRACE_PERIOD": "27001ms"},
+			env:     map[string]string{"APP_TERMINATION_GRACE_PERIOD": "28001ms"},
 			wantErr: false,
 		},
 		{
-			name:     "equal to the grace period",
-			env:      map[string]string{"APP_TERMINATION_GRACE_PERIOD": "27s"},
+			name:     "the admin stop counts",
+			env:      map[string]string{"APP_TERMINATION_GRACE_PERIOD": "27500ms"},
 			wantErr:  true,
-			contains: []string{"APP_PRESTOP_DELAY 5s", "APP_SHUTDOWN_TIMEOUT 20s", "APP_TELEMETRY_FLUSH_TIMEOUT 2s", "= 27s", "not below 27s"},
+			contains: []string{"admin stop 1s", "= 28s", "not below APP_TERMINATION_GRACE_PERIOD 27.5s"},
+		},
+		{
+			name:     "equal to the grace period",
+			env:      map[string]string{"APP_TERMINATION_GRACE_PERIOD": "28s"},
+			wantErr:  true,
+			contains: []string{"APP_PRESTOP_DELAY 5s", "APP_SHUTDOWN_TIMEOUT 20s", "APP_TELEMETRY_FLUSH_TIMEOUT 2s", "admin stop 1s", "= 28s", "not below APP_TERMINATION_GRACE_PERIOD 28s"},
 		},
 		{
 			name:     "over the grace period",
 			env:      map[string]string{"APP_PRESTOP_DELAY": "10s", "APP_SHUTDOWN_TIMEOUT": "25s"},
 			wantErr:  true,
-			contains: []string{"APP_PRESTOP_DELAY 10s", "APP_SHUTDOWN_TIMEOUT 25s", "APP_TELEMETRY_FLUSH_TIMEOUT 2s", "= 37s", "not below 30s"},
+			contains: []string{"APP_PRESTOP_DELAY 10s", "APP_SHUTDOWN_TIMEOUT 25s", "APP_TELEMETRY_FLUSH_TIMEOUT 2s", "= 38s", "not below APP_TERMINATION_GRACE_PERIOD 30s"},
+		},
+		{
+			name:    "the kubelet's preStop sleep counts",
+			env:     map[string]string{"APP_PRESTOP_SLEEP": "5s", "APP_PRESTOP_DELAY": "0s"},
+			wantErr: false,
+		},
+		{
+			name:     "the kubelet's preStop sleep counts on top of the delay",
+			env:      map[string]string{"APP_PRESTOP_SLEEP": "3s"},
+			wantErr:  true,
+			contains: []string{"APP_PRESTOP_SLEEP 3s", "APP_PRESTOP_DELAY 5s", "= 31s", "not below APP_TERMINATION_GRACE_PERIOD 30s"},
 		},
 		{
 			name: "quit timeout counts when the quit URL is set",
 			env: map[string]string{
 				"APP_TERMINATION_GRACE_PERIOD": "28s",
+				"APP_PRESTOP_DELAY":            "4s",
 				"APP_SIDECAR_QUIT_URL":         "http://127.0.0.1:15020/quitquitquit",
 				"APP_SIDECAR_QUIT_TIMEOUT":     "1s",
 			},
 			wantErr:  true,
-			contains: []string{"APP_SIDECAR_QUIT_TIMEOUT 1s", "= 28s", "not below 28s"},
+			contains: []string{"APP_SIDECAR_QUIT_TIMEOUT 1s", "= 28s", "not below APP_TERMINATION_GRACE_PERIOD 28s"},
 		},
 		{
 			name:    "quit timeout ignored without the quit URL",
-			env:     map[string]string{"APP_TERMINATION_GRACE_PERIOD": "28s", "APP_SIDECAR_QUIT_TIMEOUT": "10s"},
+			env:     map[string]string{"APP_TERMINATION_GRACE_PERIOD": "29s", "APP_SIDECAR_QUIT_TIMEOUT": "10s"},
 			wantErr: false,
 		},
 	}
@@ -381,7 +400,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 25; got != want {
+	if got, want := len(want), 26; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }
@@ -504,5 +523,87 @@ func TestVariableNameMatchesEnvconfig(t *testing.T) {
 	}
 	if got := config.Variable("NoSuchField"); got != "NoSuchField" {
 		t.Errorf("Variable of an unknown field = %q, want it unchanged", got)
+	}
+}
+
+// TestDurationsCapped checks that no duration can exceed config.MaxDuration,
+// so the budget's sum cannot overflow and pass the rule by wrapping round.
+func TestDurationsCapped(t *testing.T) {
+	tests := []struct {
+		name      string
+		env       map[string]string
+		variables []string
+	}{
+		{"sum would overflow", map[string]string{"APP_PRESTOP_DELAY": "2000000h", "APP_SHUTDOWN_TIMEOUT": "2000000h"},
+			[]string{"APP_PRESTOP_DELAY", "APP_SHUTDOWN_TIMEOUT"}},
+		{"just over the cap", map[string]string{"APP_IDLE_TIMEOUT": "24h0m1s"}, []string{"APP_IDLE_TIMEOUT"}},
+		{"preStop sleep", map[string]string{"APP_PRESTOP_SLEEP": "25h"}, []string{"APP_PRESTOP_SLEEP"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cleanEnv(t)
+			setEnv(t, tt.env)
+			_, err := config.Load()
+			if err == nil {
+				t.Fatal("Load() = nil error, want the cap exceeded")
+			}
+			var got []string
+			for _, e := range configErrors(t, err) {
+				got = append(got, e.Variable)
+				if !strings.Contains(e.Problem, "at most 24h") {
+					t.Errorf("%s: problem %q does not name the cap", e.Variable, e.Problem)
+				}
+			}
+			if !reflect.DeepEqual(got, tt.variables) {
+				t.Errorf("errors name %q, want %q (%v)", got, tt.variables, err)
+			}
+		})
+	}
+	t.Run("the cap itself is allowed", func(t *testing.T) {
+		cleanEnv(t)
+		setEnv(t, map[string]string{"APP_IDLE_TIMEOUT": "24h"})
+		if _, err := config.Load(); err != nil {
+			t.Errorf("Load() with APP_IDLE_TIMEOUT=24h: %v", err)
+		}
+	})
+}
+
+// TestUnknownServiceLinks checks that the variables Kubernetes injects for
+// any Service whose name starts with "app" (app, app-admin, app-v2-http, as
+// pkg/kubelet/envvars builds them: name upper-cased, "-" as "_") are not
+// reported as typos, while look-alikes are.
+func TestUnknownServiceLinks(t *testing.T) {
+	tests := []struct {
+		name    string
+		unknown bool
+	}{
+		{"APP_ADMIN_SERVICE_HOST", false},
+		{"APP_ADMIN_SERVICE_PORT", false},
+		{"APP_ADMIN_SERVICE_PORT_ADMIN", false},
+		{"APP_ADMIN_SERVICE_PORT_HTTP_METRICS", false},
+		{"APP_ADMIN_PORT", false},
+		{"APP_ADMIN_PORT_8081_TCP", false},
+		{"APP_ADMIN_PORT_8081_TCP_ADDR", false},
+		{"APP_ADMIN_PORT_8081_TCP_PORT", false},
+		{"APP_ADMIN_PORT_8081_TCP_PROTO", false},
+		{"APP_V2_HTTP_PORT_53_UDP", false},
+		{"APP_V2_HTTP_PORT_9000_SCTP_ADDR", false},
+		{"APP_SERVICE_HOST", false},
+		{"APP_PORT_8080_TCP", false},
+		{"APP_ADMIN_PORT_8081_TCP_HOST", true}, // no such suffix
+		{"APP_ADMIN_PORT_8081_HTTP", true},     // not a protocol
+		{"APP_ADMIN_PORT_X_TCP", true},         // not a port number
+		{"APP_ADMIN_SERVICE_ADDR", true},
+		{"APP_ADMIN_PORTS", true},
+		{"APP__PORT", true},
+		{"APP_ADMIN_SERVICE_HOST_", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := len(config.Unknown([]string{tt.name + "=1"})) == 1
+			if got != tt.unknown {
+				t.Errorf("Unknown reports %s: %t, want %t", tt.name, got, tt.unknown)
+			}
+		})
 	}
 }

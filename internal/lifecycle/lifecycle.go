@@ -40,11 +40,19 @@ const (
 // connections that still had requests in flight.
 var ErrRequestsCut = errors.New("shutdown deadline reached: requests cut")
 
-// ExitCode maps an error returned by Run to the process exit code.
+// ErrServerStopped is returned by Run when a server's Serve returned before
+// Run stopped it, at any phase: its listener is gone, so connections were
+// refused.
+var ErrServerStopped = errors.New("server stopped unexpectedly")
+
+// ExitCode maps an error returned by Run to the process exit code. A server
+// that stopped on its own is a failure (1) even if requests were also cut.
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.Is(err, ErrServerStopped):
+		return ExitFailure
 	case errors.Is(err, ErrRequestsCut):
 		return ExitRequestsCut
 	}
@@ -52,7 +60,10 @@ func ExitCode(err error) int {
 }
 
 // Server is an HTTP server whose listener is already bound
-// (server.Server implements it).
+// (server.Server implements it). Serve must return nil once Shutdown or Close
+// has been called, also when it is called after them (it then closes the
+// listener and returns at once), and an error if it stops for any other
+// reason.
 type Server interface {
 	Serve() error
 	StartDraining()
@@ -79,6 +90,9 @@ type Plan struct {
 	CancelMargin    time.Duration // cancel request contexts this long before that deadline
 	FlushTimeout    time.Duration
 	QuitTimeout     time.Duration
+	// AdminStopTimeout bounds the admin server's graceful stop; zero closes
+	// it at once.
+	AdminStopTimeout time.Duration
 
 	// Drained is told how long the drain took from the signal, and how many
 	// requests the deadline cut.
@@ -141,35 +155,43 @@ func (c *Controller) enter(p Phase, attrs ...any) {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // Run serves until stop is done (the first SIGTERM or SIGINT) and then shuts
-// down in order. It returns nil after a clean drain, an error wrapping
-// ErrRequestsCut if the shutdown deadline cut requests, and any other error
-// if start-up or serving failed. Both servers must be bound before Run is
-// called, and neither may be used after it returns.
+// down in order. The admin server serves from the start, so probes answer
+// "not ready" during start-up; the traffic server serves only once WaitReady
+// has succeeded (its bound listener queues connections until then). It
+// returns nil after a clean drain, an error wrapping ErrRequestsCut if the
+// shutdown deadline cut requests, one wrapping ErrServerStopped if a server
+// stopped on its own at any time, and any other error if start-up failed.
+// Every path out of Run goes through the same teardown (see teardown). Both
+// servers must be bound before Run is called, and neither may be used after
+// it returns.
 func (c *Controller) Run(stop context.Context, p Plan) (err error) {
-	serveErr := make(chan error, 2)
-	go func() { serveErr <- p.Admin.Serve() }()
-	go func() { serveErr <- p.Traffic.Serve() }()
-	defer func() { c.enter(Stopped, "exit_code", ExitCode(err)) }()
+	w := c.watch()
+	w.serve("admin", p.Admin)
+	var at progress
+	defer func() { err = c.teardown(p, w, at, err) }()
 
 	// A mesh proxy must be up before we take traffic, or our first
 	// outgoing calls fail.
 	if p.WaitReady != nil {
 		if err := p.WaitReady(stop); err != nil && stop.Err() == nil {
-			return errors.Join(fmt.Errorf("start-up: %w", err), p.Traffic.Close(), p.Admin.Close())
+			return fmt.Errorf("start-up: %w", err)
 		}
 	}
-	wasReady := stop.Err() == nil
-	if wasReady {
-		c.enter(Ready)
+	if at.signalled = stop.Err() != nil; at.signalled {
+		return nil // stopped while starting: nothing was served, nothing to drain
 	}
+	w.serve("http", p.Traffic)
+	at.serving = true
+	c.enter(Ready)
 
 	// Serve until the first signal; a server that stops on its own is fatal.
 	select {
 	case <-stop.Done():
-	case err := <-serveErr:
-		return errors.Join(fmt.Errorf("server stopped unexpectedly: %w", err), p.Traffic.Close(), p.Admin.Close())
+	case <-w.failed:
+		return nil // teardown reports the server's error
 	}
-	signalled := time.Now()
+	at.signalled = true
+	start := time.Now()
 
 	// Fail readiness at once so endpoint controllers and load balancers
 	// stop routing new requests here. Liveness stays OK: a failing liveness
@@ -182,9 +204,7 @@ func (c *Controller) Run(stop context.Context, p Plan) (err error) {
 	// in parallel with our SIGTERM and takes seconds. Closing the listener
 	// now would refuse requests still routed here. Responses now carry
 	// "Connection: close" so pooled keep-alive connections move elsewhere.
-	if wasReady {
-		c.waitPrestop(p)
-	}
+	c.waitPrestop(p)
 
 	// Stop accepting and let requests in flight finish. The deadline starts
 	// only now, so the drain gets the whole ShutdownTimeout.
@@ -192,31 +212,107 @@ func (c *Controller) Run(stop context.Context, p Plan) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.ShutdownTimeout)
 	cut, shutdownErr := p.Traffic.Shutdown(ctx, p.CancelMargin)
 	cancel()
-	drain := time.Since(signalled)
+	at.drained = true
+	drain := time.Since(start)
 	if p.Drained != nil {
 		p.Drained(drain, cut)
 	}
+	c.enter(Flushing, "drain_ms", ms(drain), "requests_cut", cut)
 	if shutdownErr != nil {
 		c.log.Error("shutdown deadline reached", "requests_cut", cut, "err", shutdownErr)
-		shutdownErr = fmt.Errorf("%w: %d in flight: %w", ErrRequestsCut, cut, shutdownErr)
+		return fmt.Errorf("%w: %d in flight: %w", ErrRequestsCut, cut, shutdownErr)
 	}
+	return nil
+}
 
-	// Flush telemetry only after the drain, so the spans of the last
-	// requests are exported too. A failure here is logged, not fatal: the
-	// requests themselves were served.
-	c.enter(Flushing, "drain_ms", ms(drain), "requests_cut", cut)
+// progress is how far Run got before teardown.
+type progress struct {
+	signalled bool // the pod is terminating
+	serving   bool // the traffic server's Serve was started
+	drained   bool // the traffic server was shut down
+}
+
+// teardown ends every path out of Run, whatever err is; each step is bounded
+// by its Plan timeout.
+func (c *Controller) teardown(p Plan, w *watcher, at progress, err error) error {
+	switch {
+	case c.Phase() == Flushing: // after the drain
+	case at.signalled:
+		c.enter(Flushing, "reason", "stopped during start-up")
+	default:
+		c.enter(Flushing, "reason", "start-up or serve failure")
+	}
+	// A server we did not drain is closed: on a failure there is nothing
+	// worth waiting for. Serve after Close closes a listener never served.
+	if !at.drained {
+		err = errors.Join(err, p.Traffic.Close())
+		if !at.serving {
+			w.serve("http", p.Traffic)
+		}
+	}
+	// Flush telemetry after the drain, so the spans of the last requests
+	// are exported, and on a failure too, so the spans around it are. A
+	// flush failure is logged, not fatal.
 	c.bounded("flush telemetry", p.Flush, p.FlushTimeout)
-	// Only now may a sidecar proxy exit: we no longer need the network.
-	c.bounded("ask sidecar to quit", p.Quit, p.QuitTimeout)
-
+	// Only after a signal may a sidecar proxy exit: the pod is terminating
+	// and we no longer need the network. After a start-up or serve failure
+	// without a signal the kubelet restarts only this container, and a
+	// native sidecar must stay up for the restarted one.
+	if at.signalled {
+		c.bounded("ask sidecar to quit", p.Quit, p.QuitTimeout)
+	}
 	// Probes and metrics stay up until the very end, so the drain can be
 	// observed; stop them last.
-	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if _, err := p.Admin.Shutdown(ctx, 0); err != nil {
-		c.log.Warn("stop admin server", "err", err)
+	c.bounded("stop admin server", func(ctx context.Context) error {
+		if p.AdminStopTimeout <= 0 {
+			return p.Admin.Close()
+		}
+		_, err := p.Admin.Shutdown(ctx, 0)
+		return err
+	}, p.AdminStopTimeout)
+	// A server that stopped on its own at any phase refused connections:
+	// that is a failure even if the rest went well.
+	err = errors.Join(err, w.wait())
+	c.enter(Stopped, "exit_code", ExitCode(err))
+	return err
+}
+
+// watcher runs the servers' Serve and keeps their results until the end of
+// Run, so that a server failing in any phase is logged at once and counted.
+type watcher struct {
+	log     *slog.Logger
+	results chan error
+	failed  chan struct{} // closed on the first failure
+	once    sync.Once
+	started int
+}
+
+func (c *Controller) watch() *watcher {
+	return &watcher{log: c.log, results: make(chan error, 2), failed: make(chan struct{})}
+}
+
+// serve runs srv.Serve in a goroutine. It is called once per server.
+func (w *watcher) serve(name string, srv Server) {
+	w.started++
+	go func() {
+		err := srv.Serve()
+		if err != nil {
+			w.log.Error("server stopped unexpectedly", "server", name, "err", err)
+			err = fmt.Errorf("%w: %s: %w", ErrServerStopped, name, err)
+			w.once.Do(func() { close(w.failed) })
+		}
+		w.results <- err
+	}()
+}
+
+// wait returns once every started Serve has returned (they do once their
+// server is shut down or closed), joining their failures.
+func (w *watcher) wait() error {
+	var errs []error
+	for range w.started {
+		errs = append(errs, <-w.results)
 	}
-	return shutdownErr
+	return errors.Join(errs...)
 }
 
 // waitPrestop waits PrestopDelay, or less once no request has arrived for

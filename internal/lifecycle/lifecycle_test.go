@@ -41,18 +41,25 @@ type fakeServer struct {
 	cut      int           // what Shutdown reports
 	hold     time.Duration // how long Shutdown takes unless ctx ends first
 	serveErr error         // returned by Serve at once if set
+	fail     chan error    // an error sent here makes Serve return it
+	serving  chan struct{} // closed when Serve is called
 }
 
 func newFake(name string, rec *recorder) *fakeServer {
-	return &fakeServer{name: name, rec: rec, stopped: make(chan struct{})}
+	return &fakeServer{name: name, rec: rec, stopped: make(chan struct{}), fail: make(chan error, 1), serving: make(chan struct{})}
 }
 
 func (f *fakeServer) Serve() error {
+	close(f.serving)
 	if f.serveErr != nil {
 		return f.serveErr
 	}
-	<-f.stopped
-	return nil
+	select {
+	case <-f.stopped:
+		return nil
+	case err := <-f.fail:
+		return err
+	}
 }
 func (f *fakeServer) StartDraining() { f.rec.add(f.name + ".drain") }
 func (f *fakeServer) Shutdown(ctx context.Context, margin time.Duration) (int, error) {
@@ -88,6 +95,7 @@ func TestRunOrder(t *testing.T) {
 		Drained:   func(d time.Duration, cut int) { rec.add(fmt.Sprintf("drained cut=%d", cut)) },
 
 		PrestopDelay: 50 * time.Millisecond, ShutdownTimeout: time.Second, FlushTimeout: time.Second, QuitTimeout: time.Second,
+		AdminStopTimeout: time.Second,
 	}
 	done := make(chan error)
 	go func() { done <- c.Run(stop, plan) }()

@@ -319,7 +319,7 @@ func TestDefaults(t *testing.T) {
 	r := mustRender(t, "")
 	d := r.Deployment
 	if got, want := *d.Spec.Template.Spec.TerminationGracePeriodSeconds, int64(30); got != want {
-		t.Errorf("terminationGracePeriodSeconds = %d, want %d (5s delay + 20s shutdown + 2s flush + 3s margin)", got, want)
+		t.Errorf("terminationGracePeriodSeconds = %d, want %d (5s delay + 20s shutdown + 2s flush + 1s admin stop + 2s margin)", got, want)
 	}
 	app := r.appContainer(t)
 	for name, want := range map[string]string{
@@ -366,7 +366,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("topology spread %s matchLabelKeys = %s, want %s", c.TopologyKey, got, want)
 		}
 	}
-	if want := "terminationGracePeriodSeconds = 30  (drain 27000ms + safetyMargin 3s)"; !strings.Contains(r.Notes, want) {
+	if want := "terminationGracePeriodSeconds = 30  (drain 28000ms + safetyMargin 2s)"; !strings.Contains(r.Notes, want) {
 		t.Errorf("NOTES.txt does not show %q:\n%s", want, r.Notes)
 	}
 	pod := r.Hooks[0].Obj.(*corev1.Pod)
@@ -468,8 +468,8 @@ func TestOptions(t *testing.T) {
 
 	t.Run("long-durations", func(t *testing.T) {
 		r := mustRender(t, byName["long-durations"])
-		// 90s + 3600s + 1.5s + 2.5s = 3694s.
-		if got, want := *r.Deployment.Spec.Template.Spec.TerminationGracePeriodSeconds, int64(3694); got != want {
+		// 90s + 3600s + 1.5s + 1s admin stop + 2.5s = 3695s.
+		if got, want := *r.Deployment.Spec.Template.Spec.TerminationGracePeriodSeconds, int64(3695); got != want {
 			t.Errorf("terminationGracePeriodSeconds = %d, want %d", got, want)
 		}
 	})
@@ -505,10 +505,10 @@ func TestOptions(t *testing.T) {
 		annotations               map[string]string
 	}{
 		{"istio", "http://127.0.0.1:15021/healthz/ready", "http://127.0.0.1:15020/quitquitquit", map[string]string{
-			"proxy.istio.io/config": `{"holdApplicationUntilProxyStarts": true, "terminationDrainDuration": "28s"}`,
+			"proxy.istio.io/config": `{"holdApplicationUntilProxyStarts": true, "terminationDrainDuration": "29s"}`,
 		}},
 		{"linkerd", "http://127.0.0.1:4191/ready", "http://127.0.0.1:4191/shutdown", map[string]string{
-			"config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "28",
+			"config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "29",
 			"config.linkerd.io/proxy-admin-shutdown":                 "enabled",
 		}},
 	} {
@@ -521,8 +521,8 @@ func TestOptions(t *testing.T) {
 			if got, want := mustEnv(t, app, "APP_SIDECAR_QUIT_URL"), tc.quitURL; got != want {
 				t.Errorf("APP_SIDECAR_QUIT_URL = %q, want %q", got, want)
 			}
-			// 5s + 20s + 2s + 1s quit = 28s of drain (the proxy stays that
-			// long), plus the 3s margin.
+			// 5s + 20s + 2s + 1s quit + 1s admin stop = 29s of drain (the
+			// proxy stays that long), plus the 2s margin.
 			if got, want := *r.Deployment.Spec.Template.Spec.TerminationGracePeriodSeconds, int64(31); got != want {
 				t.Errorf("terminationGracePeriodSeconds = %d, want %d", got, want)
 			}

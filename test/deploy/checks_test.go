@@ -18,6 +18,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
+// adminStop is the binary's config.AdminStopTimeout, a term of its budget.
+const adminStop = time.Second
+
 // drainBudget returns what the binary's own start-up check adds up, read
 // from the rendered container (not from the values, so a template that wires
 // a value to the wrong variable is caught), plus the kubelet's preStop sleep,
@@ -36,7 +39,7 @@ func drainBudget(d *appsv1.Deployment) (time.Duration, error) {
 	if u, _ := env(app, "APP_SIDECAR_QUIT_URL"); u != "" {
 		vars = append(vars, "APP_SIDECAR_QUIT_TIMEOUT")
 	}
-	var total time.Duration
+	total := adminStop
 	for _, name := range vars {
 		v, ok := env(app, name)
 		if !ok {
@@ -109,7 +112,7 @@ func expectedGraceSeconds(t testing.TB, l lifecycleValues) int64 {
 	} else {
 		total += parse(l.PreStopDelay)
 	}
-	total += parse(l.ShutdownTimeout) + parse(l.TelemetryFlushTimeout) + parse(l.SafetyMargin)
+	total += parse(l.ShutdownTimeout) + parse(l.TelemetryFlushTimeout) + adminStop + parse(l.SafetyMargin)
 	if l.QuitURL != "" {
 		total += parse(l.QuitTimeout)
 	}

@@ -64,8 +64,8 @@ func TestGracePeriodCheckFails(t *testing.T) {
 		break_ func(d *appsv1.Deployment)
 	}{
 		{"grace equals the drain", func(d *appsv1.Deployment) {
-			d.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](27)
-			setEnv(d, "APP_TERMINATION_GRACE_PERIOD", "27s")
+			d.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](28)
+			setEnv(d, "APP_TERMINATION_GRACE_PERIOD", "28s")
 		}},
 		{"grace unset (kubelet default 30s)", func(d *appsv1.Deployment) {
 			d.Spec.Template.Spec.TerminationGracePeriodSeconds = nil

@@ -129,9 +129,12 @@ becomes a grace period that cuts requests.
 {{/*
 kubeskel.drainMs is the longest a pod can take from the start of termination
 to the app's exit: the preStop sleep (when used) or the in-process delay, the
-HTTP shutdown, the telemetry flush and, when a quit URL is set, the quit POST.
-This is the binary's own budget rule plus the preStop sleep, which the kubelet
-runs inside the same grace period before it sends SIGTERM.
+HTTP shutdown, the telemetry flush, the quit POST when a quit URL is set, and
+the admin server's stop (1s, config.AdminStopTimeout). It is term for term the
+binary's ShutdownBudget: the chart passes the preStop sleep, which the kubelet
+runs inside the same grace period before SIGTERM, as APP_PRESTOP_SLEEP, and
+"kubeskel check-config" on the rendered env must accept the grace period
+(test/deploy/budget_test.go).
 */}}
 {{- define "kubeskel.drainMs" -}}
 {{- $l := .Values.lifecycle -}}
@@ -142,6 +145,7 @@ runs inside the same grace period before it sends SIGTERM.
 {{- if include "kubeskel.sidecarQuitURL" . -}}
 {{- $ms = add $ms (include "kubeskel.durationMs" .Values.sidecar.quitTimeout) -}}
 {{- end -}}
+{{- $ms = add $ms 1000 -}}
 {{- $ms -}}
 {{- end -}}
 
