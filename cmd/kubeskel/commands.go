@@ -40,7 +40,7 @@ console or none; none when unset), OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME,
 OTEL_RESOURCE_ATTRIBUTES, OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*.
 
 Exit codes: 0 clean drain; 1 start-up, bind or serve failure; 2 configuration
-error; 3 shutdown deadline reached, requests cut; 4 second signal.
+error; 3 the shutdown cut requests; 4 second signal.
 `)
 		return flag.ErrHelp
 	case "version", "-version", "--version":

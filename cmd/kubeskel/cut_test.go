@@ -31,8 +31,8 @@ func TestSilentConnectionNotCut(t *testing.T) {
 	if got := p.waitLog(time.Second, "phase", "phase", "flushing")["requests_cut"]; got != float64(0) {
 		t.Errorf("requests_cut = %v, want 0", got)
 	}
-	if recs := p.logs.all(func(r map[string]any) bool { return r["msg"] == "shutdown deadline reached" }); len(recs) != 0 {
-		t.Errorf("logged %v, want no \"shutdown deadline reached\"", recs)
+	if recs := p.logs.all(func(r map[string]any) bool { return r["msg"] == "shutdown cut requests" }); len(recs) != 0 {
+		t.Errorf("logged %v, want no \"shutdown cut requests\"", recs)
 	}
 	rec := p.waitLog(time.Second, "closed connections that had sent no request", "server", "http")
 	if got, want := rec["connections"], float64(1); got != want {
@@ -61,7 +61,7 @@ func TestHalfSentRequestCut(t *testing.T) {
 	if got, want := p.wait(20*time.Second), 3; got != want {
 		t.Errorf("exit code = %d, want %d", got, want)
 	}
-	rec := p.waitLog(time.Second, "shutdown deadline reached", "", "")
+	rec := p.waitLog(time.Second, "shutdown cut requests", "", "")
 	if got, want := rec["requests_cut"], float64(1); got != want {
 		t.Errorf("requests_cut = %v, want %v", got, want)
 	}

@@ -31,7 +31,7 @@ func TestDeadlineCutsRequests(t *testing.T) {
 	if got, want := p.wait(20*time.Second), 3; got != want {
 		t.Errorf("exit code = %d, want %d", got, want)
 	}
-	rec := p.waitLog(time.Second, "shutdown deadline reached", "", "")
+	rec := p.waitLog(time.Second, "shutdown cut requests", "", "")
 	if got, want := rec["requests_cut"], float64(1); got != want {
 		t.Errorf("requests_cut = %v, want %v", got, want)
 	}

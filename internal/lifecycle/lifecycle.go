@@ -36,9 +36,10 @@ const (
 	ExitSecondSignal = 4
 )
 
-// ErrRequestsCut is returned by Run when the shutdown deadline closed
-// connections that still had requests in flight.
-var ErrRequestsCut = errors.New("shutdown deadline reached: requests cut")
+// ErrRequestsCut is returned by Run when the traffic server's Shutdown
+// reported requests it cut: at the deadline, or dropped by net/http after
+// shutdown began (see server.Server.Shutdown).
+var ErrRequestsCut = errors.New("shutdown cut requests")
 
 // ErrServerStopped is returned by Run when a server's Serve returned before
 // Run stopped it, at any phase: its listener is gone, so connections were
@@ -159,7 +160,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // "not ready" during start-up; the traffic server serves only once WaitReady
 // has succeeded (its bound listener queues connections until then). It
 // returns nil after a clean drain, an error wrapping ErrRequestsCut if the
-// shutdown deadline cut requests, one wrapping ErrServerStopped if a server
+// shutdown cut requests, one wrapping ErrServerStopped if a server
 // stopped on its own at any time, and any other error if start-up failed.
 // Every path out of Run goes through the same teardown (see teardown). Both
 // servers must be bound before Run is called, and neither may be used after
@@ -204,7 +205,7 @@ func (c *Controller) Run(stop context.Context, p Plan) (err error) {
 	// in parallel with our SIGTERM and takes seconds. Closing the listener
 	// now would refuse requests still routed here. Responses now carry
 	// "Connection: close" so pooled keep-alive connections move elsewhere.
-	c.waitPrestop(p)
+	c.waitPrestop(p, w.failed)
 
 	// Stop accepting and let requests in flight finish. The deadline starts
 	// only now, so the drain gets the whole ShutdownTimeout.
@@ -218,9 +219,14 @@ func (c *Controller) Run(stop context.Context, p Plan) (err error) {
 		p.Drained(drain, cut)
 	}
 	c.enter(Flushing, "drain_ms", ms(drain), "requests_cut", cut)
-	if shutdownErr != nil {
-		c.log.Error("shutdown deadline reached", "requests_cut", cut, "err", shutdownErr)
-		return fmt.Errorf("%w: %d in flight: %w", ErrRequestsCut, cut, shutdownErr)
+	// Only requests really lost make exit 3; a shutdown error without a
+	// cut (closing the listener failed) is an ordinary failure.
+	switch {
+	case cut > 0:
+		c.log.Error("shutdown cut requests", "requests_cut", cut, "err", shutdownErr)
+		return fmt.Errorf("%w: %d: %w", ErrRequestsCut, cut, shutdownErr)
+	case shutdownErr != nil:
+		return fmt.Errorf("shut down traffic server: %w", shutdownErr)
 	}
 	return nil
 }
@@ -316,15 +322,19 @@ func (w *watcher) wait() error {
 }
 
 // waitPrestop waits PrestopDelay, or less once no request has arrived for
-// QuietPeriod.
-func (c *Controller) waitPrestop(p Plan) {
+// QuietPeriod, or until failed is closed: a server that stopped on its own
+// refuses connections already, so waiting longer serves nobody.
+func (c *Controller) waitPrestop(p Plan, failed <-chan struct{}) {
 	if p.PrestopDelay <= 0 {
 		return
 	}
 	delay := time.NewTimer(p.PrestopDelay)
 	defer delay.Stop()
 	if p.QuietPeriod <= 0 {
-		<-delay.C
+		select {
+		case <-delay.C:
+		case <-failed:
+		}
 		return
 	}
 	tick := time.NewTicker(min(max(p.QuietPeriod/10, time.Millisecond), 25*time.Millisecond))
@@ -333,6 +343,8 @@ func (c *Controller) waitPrestop(p Plan) {
 	for {
 		select {
 		case <-delay.C:
+			return
+		case <-failed:
 			return
 		case now := <-tick.C:
 			if n := p.Traffic.Arrivals(); n != seen {

@@ -39,6 +39,7 @@ type fakeServer struct {
 	once     sync.Once
 	arrivals atomic.Uint64
 	cut      int           // what Shutdown reports
+	closeErr error         // returned by Shutdown, with no cut, if set
 	hold     time.Duration // how long Shutdown takes unless ctx ends first
 	serveErr error         // returned by Serve at once if set
 	fail     chan error    // an error sent here makes Serve return it
@@ -67,7 +68,7 @@ func (f *fakeServer) Shutdown(ctx context.Context, margin time.Duration) (int, e
 	defer f.once.Do(func() { close(f.stopped) })
 	select {
 	case <-time.After(f.hold):
-		return 0, nil
+		return 0, f.closeErr
 	case <-ctx.Done():
 		return f.cut, ctx.Err()
 	}
