@@ -34,6 +34,8 @@ type podInfo struct {
 	// appDelay is APP_PRESTOP_DELAY, the in-process delay.
 	appDelay time.Duration
 	env      map[string]string
+	// memoryLimit is the container's resources.limits.memory ("" when none).
+	memoryLimit string
 }
 
 // appRecord is one JSON log line of the app.
