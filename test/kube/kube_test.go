@@ -317,8 +317,11 @@ func TestKube(t *testing.T) {
 			for _, p := range bad {
 				t.Error(p)
 			}
-			if len(bad) == 0 {
-				t.Logf("memory limit: pod limit %s = %d bytes, ratio %v, logged gomemlimit %d (floor)", pod.memoryLimit, limit, ratio, int64(math.Floor(float64(limit)*ratio)))
+			for line := range strings.Lines(logs) {
+				if strings.Contains(line, `"msg":"memory limit"`) {
+					t.Logf("pod limit %s = %d bytes, ratio %v, want gomemlimit %d; the pod logged: %s",
+						pod.memoryLimit, limit, ratio, int64(math.Floor(float64(limit)*ratio)), strings.TrimSpace(line))
+				}
 			}
 		}, false},
 		{"helm-test", func(t *testing.T) {
