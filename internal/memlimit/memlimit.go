@@ -114,8 +114,9 @@ func Apply(opts Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("apply memory limit ratio: %w", err)
 	}
-	debug.SetMemoryLimit(int64(soft)) // soft <= limit < unlimited < MaxInt64
-	res.GoMemLimit, res.MemoryLimit, res.Source = int64(soft), limit, SourceCgroup
+	// soft <= limit < unlimited (1<<62), so it fits an int64.
+	res.GoMemLimit, res.MemoryLimit, res.Source = int64(soft), limit, SourceCgroup //nolint:gosec // G115: bounded above
+	debug.SetMemoryLimit(res.GoMemLimit)
 	return res, nil
 }
 
@@ -124,7 +125,7 @@ func Apply(opts Options) (Result, error) {
 func read(root string, fallback func() (uint64, error)) (uint64, error) {
 	for _, name := range []string{"memory.max", filepath.Join("memory", "memory.limit_in_bytes")} {
 		path := filepath.Join(root, name)
-		b, err := os.ReadFile(path)
+		b, err := os.ReadFile(path) //nolint:gosec // G304: reading the configured cgroup directory is the point
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}

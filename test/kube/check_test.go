@@ -34,7 +34,7 @@ func TestParseTaskExit(t *testing.T) {
 // drain outlasts grace.
 func synthetic(grace, preStopSleep, appDelay time.Duration) *observation {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	at := t0.Add
 	o := &observation{
 		how:      "synthetic",
 		deleteAt: t0,

@@ -292,8 +292,19 @@ func (o *observer) pollReady(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		resp, err := client.Get(url)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return // cannot happen: the URL is built from a host:port
+		}
+		resp, err := client.Do(req)
 		at := time.Now() // when the answer (or refusal) was seen
+		if ctx.Err() != nil {
+			// Stopped mid-request: the failure is ours, not the pod's.
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return
+		}
 		o.mu.Lock()
 		switch {
 		case err != nil:
