@@ -29,6 +29,11 @@ test:
 	go vet -tags e2e ./test/e2e && go vet -tags bench ./test/bench/... && go vet -tags kube ./test/kube/...
 	cd test/deploy && go vet ./... && go test -race -shuffle=on -count=1 ./...
 
+# @HELP golangci-lint (both modules, all build tags), shellcheck on hack/ and .ci/, promtool on a live /metrics (apt-get install shellcheck prometheus)
+.PHONY: lint
+lint:
+	hack/lint.sh
+
 # @HELP the heavier proofs (CI variant): rolling restarts through HAProxy, then the deployment proofs
 .PHONY: e2e
 e2e: e2e-lb e2e-deploy

@@ -4,6 +4,7 @@
 # the requested binary. Nothing is downloaded prebuilt.
 #
 #   hack/tools.sh helm                 -> path to helm v3.22.0
+#   hack/tools.sh golangci-lint        -> path to golangci-lint v2.15.0
 #   hack/tools.sh kube-apiserver       -> path (also: kubectl, kubelet,
 #                                         kube-controller-manager, kube-scheduler)
 #
@@ -11,6 +12,7 @@
 set -o errexit -o pipefail -o nounset
 
 HELM_VERSION=v3.22.0
+GOLANGCI_LINT_VERSION=v2.15.0
 KUBE_VERSION=v1.37.2
 CACHE=${KUBESKEL_CACHE:-${HOME:-/root}/.cache/kubeskel}
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
@@ -25,6 +27,19 @@ build_helm() {
     CGO_ENABLED=0 GOBIN="$dir" GOFLAGS=-mod=mod go install -trimpath "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   fi
   echo "$dir/helm"
+}
+
+# build_golangci_lint builds golangci-lint from source, like helm: it is not
+# in go.mod, so the linter's dependencies never mix with the service's.
+build_golangci_lint() {
+  local dir="$CACHE/golangci-lint-$GOLANGCI_LINT_VERSION"
+  if [[ ! -x "$dir/golangci-lint" ]]; then
+    log "building golangci-lint $GOLANGCI_LINT_VERSION into $dir (about 3 minutes cold)"
+    mkdir -p "$dir"
+    CGO_ENABLED=0 GOBIN="$dir" GOFLAGS=-mod=mod go install -trimpath \
+      "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
+  fi
+  echo "$dir/golangci-lint"
 }
 
 # build_kube builds all five Kubernetes binaries at once (they share most of
@@ -67,8 +82,9 @@ build_kube() {
 
 case "${1:-}" in
   helm) build_helm ;;
+  golangci-lint) build_golangci_lint ;;
   kube-bin-dir) build_kube ;;
   kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl) echo "$(build_kube)/$1" ;;
-  all) build_helm >/dev/null; build_kube >/dev/null ;;
-  *) echo "usage: $0 helm|kube-bin-dir|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|all" >&2; exit 2 ;;
+  all) build_helm >/dev/null; build_golangci_lint >/dev/null; build_kube >/dev/null ;;
+  *) echo "usage: $0 helm|golangci-lint|kube-bin-dir|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|all" >&2; exit 2 ;;
 esac

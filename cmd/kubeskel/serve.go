@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/kubeskel/kubeskel/internal/admin"
@@ -15,6 +16,7 @@ import (
 	"github.com/kubeskel/kubeskel/internal/health"
 	"github.com/kubeskel/kubeskel/internal/lifecycle"
 	"github.com/kubeskel/kubeskel/internal/logging"
+	"github.com/kubeskel/kubeskel/internal/memlimit"
 	"github.com/kubeskel/kubeskel/internal/metrics"
 	"github.com/kubeskel/kubeskel/internal/server"
 	"github.com/kubeskel/kubeskel/internal/sidecar"
@@ -29,6 +31,16 @@ func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) err
 	logger, err := logging.New(stdout, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return usageError{err}
+	}
+	// Memory: the soft limit below the cgroup's leaves room for what the
+	// heap does not count; an explicit GOMEMLIMIT wins.
+	mem, err := memlimit.Apply(memlimit.Options{Ratio: cfg.MemoryLimitRatio, Fallback: memlimit.ProcSelf})
+	memAttrs := []any{"gomemlimit", mem.GoMemLimit, "memory_limit", mem.MemoryLimit, "ratio", mem.Ratio,
+		"source", string(mem.Source), "GOMAXPROCS", runtime.GOMAXPROCS(0)}
+	if err != nil {
+		logger.Warn("memory limit", append(memAttrs, "error", err.Error())...)
+	} else {
+		logger.Info("memory limit", memAttrs...)
 	}
 	reg := metrics.New()
 	lc := lifecycle.New(logger.With("version", buildinfo.Version), reg.SetPhase)

@@ -65,7 +65,11 @@ func TestHello(t *testing.T) {
 func TestHelloOverHTTPHead(t *testing.T) {
 	srv := httptest.NewServer(newHandler(t, time.Second))
 	defer srv.Close()
-	resp, err := srv.Client().Head(srv.URL + "/")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodHead, srv.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

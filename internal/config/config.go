@@ -59,6 +59,8 @@ type Config struct {
 	CheckInterval time.Duration `split_words:"true" default:"10s" desc:"how often dependency checks run (in the background)"`
 	CheckTimeout  time.Duration `split_words:"true" default:"2s" desc:"timeout of one dependency check"`
 
+	MemoryLimitRatio float64 `split_words:"true" default:"0.9" desc:"set the Go soft memory limit to this fraction of the cgroup memory limit, in (0, 1]; an explicit GOMEMLIMIT wins"`
+
 	LogFormat  string `split_words:"true" default:"json" desc:"log format: json or text"`
 	LogLevel   string `split_words:"true" default:"info" desc:"log level: debug, info, warn or error"`
 	RequestLog bool   `split_words:"true" default:"false" desc:"log one line per request (with trace_id and span_id)"`
@@ -115,6 +117,8 @@ func parseProblem(pe *envconfig.ParseError) string {
 		form = "a whole number"
 	case "bool":
 		form = "true or false"
+	case "float64":
+		form = "a number such as 0.9"
 	default:
 		form = "a " + pe.TypeName
 	}
@@ -263,6 +267,9 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		bad("LogLevel", "invalid value %q; want debug, info, warn or error", c.LogLevel)
+	}
+	if !(c.MemoryLimitRatio > 0 && c.MemoryLimitRatio <= 1) { // also catches NaN
+		bad("MemoryLimitRatio", "must be in (0, 1] (got %v)", c.MemoryLimitRatio)
 	}
 	// Strictly below: the process also needs a moment to exit, and the
 	// kubelet's SIGKILL at the end of the grace period does not wait.

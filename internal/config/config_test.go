@@ -75,6 +75,7 @@ func TestLoadDefaults(t *testing.T) {
 		SlowMax:                30 * time.Second,
 		CheckInterval:          10 * time.Second,
 		CheckTimeout:           2 * time.Second,
+		MemoryLimitRatio:       0.9,
 		LogFormat:              "json",
 		LogLevel:               "info",
 		RequestLog:             false,
@@ -183,6 +184,10 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"check TCP port 70000", map[string]string{"APP_CHECK_TCP": "db:70000"}, "APP_CHECK_TCP", []string{"item 1"}},
 		{"check TCP trailing comma", map[string]string{"APP_CHECK_TCP": "db:5432,"}, "APP_CHECK_TCP", []string{"item 2"}},
 		{"check HTTP scheme", map[string]string{"APP_CHECK_HTTP": "http://a/ok,tcp://b:1"}, "APP_CHECK_HTTP", []string{"item 2", "http(s) URL"}},
+		{"memory ratio zero", map[string]string{"APP_MEMORY_LIMIT_RATIO": "0"}, "APP_MEMORY_LIMIT_RATIO", []string{"(0, 1]", "0"}},
+		{"memory ratio above one", map[string]string{"APP_MEMORY_LIMIT_RATIO": "1.01"}, "APP_MEMORY_LIMIT_RATIO", []string{"(0, 1]", "1.01"}},
+		{"memory ratio NaN", map[string]string{"APP_MEMORY_LIMIT_RATIO": "NaN"}, "APP_MEMORY_LIMIT_RATIO", []string{"(0, 1]", "NaN"}},
+		{"memory ratio word", map[string]string{"APP_MEMORY_LIMIT_RATIO": "most"}, "APP_MEMORY_LIMIT_RATIO", []string{`"most"`, "a number such as 0.9"}},
 		{"cancel margin equals shutdown timeout", map[string]string{"APP_HANDLER_CANCEL_MARGIN": "20s"}, "APP_HANDLER_CANCEL_MARGIN", []string{"shorter than APP_SHUTDOWN_TIMEOUT", "20s >= 20s"}},
 		{"cancel margin above shutdown timeout", map[string]string{"APP_SHUTDOWN_TIMEOUT": "2s", "APP_HANDLER_CANCEL_MARGIN": "3s"}, "APP_HANDLER_CANCEL_MARGIN", []string{"3s >= 2s"}},
 	}

@@ -70,13 +70,19 @@ func TCPCheck(addr string, timeout time.Duration) Check {
 func HTTPCheck(rawURL string, timeout time.Duration) Check {
 	client := &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return func() error {
-		resp, err := client.Get(rawURL)
+		// A Check takes no context; the client's Timeout bounds the request.
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, rawURL, nil)
+		if err != nil {
+			return fmt.Errorf("GET %s: invalid URL", CheckName(rawURL))
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			return fmt.Errorf("GET %s: request failed", CheckName(rawURL))
 		}
 		// Drain the body so the connection is reused by the next check.
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
+		// Errors here only mean the connection is not reused.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		_ = resp.Body.Close()
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
 			return fmt.Errorf("GET %s: status %d", CheckName(rawURL), resp.StatusCode)
 		}

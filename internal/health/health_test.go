@@ -88,7 +88,11 @@ func TestHEADOverHTTP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
-			resp, err := srv.Client().Head(srv.URL + tt.path)
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodHead, srv.URL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := srv.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -338,7 +342,7 @@ func TestSameNameChecksBothCount(t *testing.T) {
 }
 
 func TestTCPCheck(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := new(net.ListenConfig).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: kubeskel probe [-timeout 2s] URL\n\nExits 0 if a GET of URL answers 200, 1 otherwise.")
+		_, _ = fmt.Fprintln(stderr, "usage: kubeskel probe [-timeout 2s] URL\n\nExits 0 if a GET of URL answers 200, 1 otherwise.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -50,7 +50,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", fs.Arg(0), err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // only the status matters
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("probe %s: status %s", fs.Arg(0), resp.Status)
 	}

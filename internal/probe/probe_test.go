@@ -79,7 +79,7 @@ func TestRun(t *testing.T) {
 			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
 				t.Errorf("error %q does not wrap %v", err, tt.wantIs)
 			}
-			if tt.wantIs != probe.ErrUsage && errors.Is(err, probe.ErrUsage) {
+			if !errors.Is(tt.wantIs, probe.ErrUsage) && errors.Is(err, probe.ErrUsage) {
 				t.Errorf("error %q wraps probe.ErrUsage, but the command line was fine", err)
 			}
 		})

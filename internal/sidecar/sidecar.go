@@ -26,7 +26,7 @@ func WaitReady(ctx context.Context, rawURL string, interval time.Duration) error
 		}
 		resp, err := client.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close() // only the status matters
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
@@ -60,7 +60,7 @@ func Quit(ctx context.Context, rawURL string) error {
 		}
 		return errors.New("sidecar quit request failed: could not connect") // the URL may hold credentials
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close() // only the status matters
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("sidecar quit request: status %s", resp.Status)
 	}

@@ -60,7 +60,9 @@ func BenchmarkServerSpan(b *testing.B) {
 			b.Cleanup(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				tel.Shutdown(ctx)
+				if err := tel.Shutdown(ctx); err != nil {
+					b.Error(err)
+				}
 			})
 			req := httptest.NewRequest(http.MethodGet, "/", nil)
 			req.Header.Set("User-Agent", "wrk")

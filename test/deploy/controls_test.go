@@ -187,8 +187,8 @@ func TestDurationHelper(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantMs := (d + time.Millisecond - 1) / time.Millisecond
-		wantS := (d + time.Second - 1) / time.Second
+		wantMs := int64((d + time.Millisecond - 1) / time.Millisecond)
+		wantS := int64((d + time.Second - 1) / time.Second)
 		if got, want := lines[i], fmt.Sprintf("%d=%d|%d", i, wantMs, wantS); got != want {
 			t.Errorf("%q: got %s, want %s (ms|s, rounded up)", in, got, want)
 		}

@@ -113,7 +113,7 @@ func TestDockerImage(t *testing.T) {
 		// HEALTHCHECK are free; the probe runs inside the container.
 		id := strings.TrimSpace(string(docker(t, "run", "-d", "--network", "none",
 			"--health-interval", "1s", "--health-start-period", "1s", dockerImage)))
-		t.Cleanup(func() { exec.Command("docker", "rm", "-f", id).Run() })
+		t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", id).Run() }) // best effort: it may be gone
 		deadline := time.Now().Add(30 * time.Second)
 		var status string
 		for time.Now().Before(deadline) {
@@ -141,7 +141,7 @@ func TestDockerImage(t *testing.T) {
 			"-e", "APP_TELEMETRY_FLUSH_TIMEOUT="+dockerFlush.String(),
 			"-e", "APP_TERMINATION_GRACE_PERIOD="+dockerGrace.String(),
 			dockerImage)))
-		t.Cleanup(func() { exec.Command("docker", "rm", "-f", id).Run() })
+		t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", id).Run() }) // best effort: it may be gone
 
 		waitStatus(t, "http://"+adminAddr+"/ready", http.StatusOK, 15*time.Second)
 		for _, u := range []string{"http://" + httpAddr + "/", "http://" + adminAddr + "/live", "http://" + adminAddr + "/ready"} {
@@ -304,7 +304,7 @@ func scriptVars(t *testing.T, script string, args ...string) map[string]string {
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := new(net.ListenConfig).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,14 +314,25 @@ func freeAddr(t *testing.T) string {
 
 var client = &http.Client{Timeout: 2 * time.Second}
 
-func get(t *testing.T, url string) *http.Response {
+// answer is what get saw: the status and whether the server asked to close
+// the connection.
+type answer struct {
+	StatusCode int
+	Close      bool
+}
+
+func get(t *testing.T, url string) answer {
 	t.Helper()
-	resp, err := client.Get(url)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	resp.Body.Close()
-	return resp
+	return answer{StatusCode: resp.StatusCode, Close: resp.Close}
 }
 
 // waitStatus polls url until it answers want, failing after timeout.
@@ -330,7 +341,11 @@ func waitStatus(t *testing.T, url string, want int, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	last := "no answer"
 	for time.Now().Before(deadline) {
-		resp, err := client.Get(url)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == want {

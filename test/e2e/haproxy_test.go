@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	_ "embed"
 	"fmt"
 	"io"
@@ -114,7 +115,7 @@ func startHAProxy(t *testing.T, healthCheck bool, inter time.Duration, slots int
 // cmd sends one command over the runtime API. The socket is in non-interactive
 // mode, so HAProxy closes it after the answer.
 func (lb *loadBalancer) cmd(command string) (string, error) {
-	c, err := net.DialTimeout("unix", lb.cfg.Socket, time.Second)
+	c, err := (&net.Dialer{Timeout: time.Second}).DialContext(context.Background(), "unix", lb.cfg.Socket)
 	if err != nil {
 		return "", err
 	}
@@ -284,7 +285,7 @@ func splitHostPort(t *testing.T, addr string) (string, int) {
 // moment later; the race with other processes is acceptable on a test box.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := new(net.ListenConfig).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,11 @@ func (inst *instance) waitReady(t *testing.T, timeout time.Duration) {
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := client.Get("http://" + inst.adminAddr + "/ready")
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+inst.adminAddr+"/ready", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

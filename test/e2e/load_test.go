@@ -29,8 +29,6 @@ const (
 	kindSlow                // GET /slow?d=..., in flight across SIGTERM
 )
 
-var kindNames = [...]string{"GET /", "POST /echo", "GET /slow"}
-
 // result is the outcome of one request. Every scheduled request gets exactly
 // one; zero-valued slots mean "never sent", which the summary reports.
 type result struct {
@@ -158,16 +156,16 @@ func (l *load) do(i int, scheduled time.Time) result {
 		// Deterministic spread of durations so some request is always in
 		// flight when a SIGTERM arrives.
 		d := l.cfg.SlowMax/10 + time.Duration(i/l.cfg.SlowEvry%10)*l.cfg.SlowMax/10
-		req, err = http.NewRequest(http.MethodGet, l.cfg.URL+"/slow?d="+d.String(), nil)
+		req, err = http.NewRequestWithContext(context.Background(), http.MethodGet, l.cfg.URL+"/slow?d="+d.String(), nil)
 	case i%l.cfg.EchoEvry == 1:
 		r.kind = kindEcho
-		req, err = http.NewRequest(http.MethodPost, l.cfg.URL+"/echo", bytes.NewReader(l.body))
+		req, err = http.NewRequestWithContext(context.Background(), http.MethodPost, l.cfg.URL+"/echo", bytes.NewReader(l.body))
 		// NewRequest sets GetBody for a bytes.Reader, which lets the Transport
 		// replay the POST on a reused connection that failed before anything
 		// was written. Clear it: a POST must never be retried silently.
 		req.GetBody = nil
 	default:
-		req, err = http.NewRequest(http.MethodGet, l.cfg.URL+"/", nil)
+		req, err = http.NewRequestWithContext(context.Background(), http.MethodGet, l.cfg.URL+"/", nil)
 	}
 	if err != nil {
 		panic(err) // a bug in the harness, not an outcome

@@ -3,7 +3,9 @@
 package kube
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -331,4 +333,52 @@ func timeline(o *observation) string {
 		fmt.Fprintf(&b, "  %+8.3fs  %-12s %s\n", r.at.Sub(m.delete).Seconds(), r.name, r.text)
 	}
 	return b.String()
+}
+
+// checkMemoryLimit checks the app's one start-up "memory limit" record in
+// logs (the container's JSON log lines) against the pod's memory limit
+// (bytes) and APP_MEMORY_LIMIT_RATIO: the binary must have read the limit
+// from its cgroup and set GOMEMLIMIT to floor(ratio × limit).
+func checkMemoryLimit(logs string, limit int64, ratio float64) []string {
+	var recs []map[string]any
+	for line := range strings.Lines(logs) {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "memory limit" {
+			recs = append(recs, m)
+		}
+	}
+	if len(recs) != 1 {
+		return []string{fmt.Sprintf("%d \"memory limit\" log records at start-up, want exactly 1", len(recs))}
+	}
+	rec := recs[0]
+	num := func(key string) int64 { f, _ := rec[key].(float64); return int64(f) }
+	want := int64(math.Floor(float64(limit) * ratio))
+	var bad []string
+	if got := rec["source"]; got != "cgroup" {
+		bad = append(bad, fmt.Sprintf("memory limit source = %v, want cgroup", got))
+	}
+	if got := num("memory_limit"); got != limit {
+		bad = append(bad, fmt.Sprintf("memory_limit = %d, want the pod's limit %d", got, limit))
+	}
+	if got := num("gomemlimit"); got != want {
+		bad = append(bad, fmt.Sprintf("gomemlimit = %d, want floor(%v × %d) = %d", got, ratio, limit, want))
+	}
+	return bad
+}
+
+// parseQuantity reads a Kubernetes memory quantity in the forms the chart
+// uses: plain bytes or a binary suffix (Ki, Mi, Gi).
+func parseQuantity(q string) (int64, error) {
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30} {
+		if n, ok := strings.CutSuffix(q, suffix); ok {
+			q, mult = n, m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(q, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("memory quantity %q: want bytes or a Ki, Mi or Gi multiple", q)
+	}
+	return n * mult, nil
 }

@@ -4,6 +4,7 @@ package kube
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func TestParseTaskExit(t *testing.T) {
 // drain outlasts grace.
 func synthetic(grace, preStopSleep, appDelay time.Duration) *observation {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	at := t0.Add
 	o := &observation{
 		how:      "synthetic",
 		deleteAt: t0,
@@ -111,5 +112,54 @@ func TestCheck(t *testing.T) {
 				t.Errorf("SIGTERM at %v is not before SIGKILL at %v", m.sigterm, m.sigkill)
 			}
 		})
+	}
+}
+
+func TestCheckMemoryLimit(t *testing.T) {
+	const limit = 128 << 20 // the chart's default
+	line := func(gomemlimit, memoryLimit int64, source string) string {
+		return fmt.Sprintf(`{"time":"2026-12-01T22:00:00Z","level":"INFO","msg":"memory limit","gomemlimit":%d,"memory_limit":%d,"ratio":0.9,"source":%q,"GOMAXPROCS":2}`+"\n",
+			gomemlimit, memoryLimit, source)
+	}
+	other := `{"time":"2026-12-01T22:00:00Z","level":"INFO","msg":"listening","server":"http"}` + "\n"
+	tests := []struct {
+		name, logs string
+		want       []string // substrings of the problems; none means no problem
+	}{
+		{"90 percent of the cgroup limit", other + line(120795955, limit, "cgroup") + other, nil},
+		// Control: what the old chart did (GOMEMLIMIT = the whole limit).
+		{"control: whole limit from env", line(limit, limit, "env"), []string{"source = env", "gomemlimit = 134217728, want floor(0.9 × 134217728) = 120795955"}},
+		{"control: limit not found", line(math.MaxInt64, 0, "none"), []string{"source = none", "memory_limit = 0"}},
+		{"control: no record", other, []string{"0 \"memory limit\" log records"}},
+		{"control: two records", line(120795955, limit, "cgroup") + line(120795955, limit, "cgroup"), []string{"2 \"memory limit\" log records"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bad := checkMemoryLimit(tt.logs, limit, 0.9)
+			if len(tt.want) == 0 && len(bad) > 0 {
+				t.Errorf("checkMemoryLimit reported %q, want nothing", bad)
+			}
+			for _, w := range tt.want {
+				if !containsAny(bad, w) {
+					t.Errorf("checkMemoryLimit reported %q, want a problem containing %q", bad, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseQuantity(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int64
+	}{{"128Mi", 128 << 20}, {"1Gi", 1 << 30}, {"512Ki", 512 << 10}, {"1000000", 1000000}} {
+		if got, err := parseQuantity(tt.in); err != nil || got != tt.want {
+			t.Errorf("parseQuantity(%q) = %d, %v, want %d", tt.in, got, err, tt.want)
+		}
+	}
+	for _, in := range []string{"", "128M", "lots", "-1Mi", "0"} {
+		if _, err := parseQuantity(in); err == nil {
+			t.Errorf("parseQuantity(%q) returned no error", in)
+		}
 	}
 }

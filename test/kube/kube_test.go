@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -175,8 +177,11 @@ func parsePod(t *testing.T, raw json.RawMessage) (podInfo, bool) {
 		Spec struct {
 			TerminationGracePeriodSeconds int64 `json:"terminationGracePeriodSeconds"`
 			Containers                    []struct {
-				Name string `json:"name"`
-				Env  []struct {
+				Name      string `json:"name"`
+				Resources struct {
+					Limits map[string]string `json:"limits"`
+				} `json:"resources"`
+				Env []struct {
 					Name  string `json:"name"`
 					Value string `json:"value"`
 				} `json:"env"`
@@ -210,6 +215,7 @@ func parsePod(t *testing.T, raw json.RawMessage) (podInfo, bool) {
 		for _, e := range c.Env {
 			p.env[e.Name] = e.Value
 		}
+		p.memoryLimit = c.Resources.Limits["memory"]
 		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
 			p.preStopSleep = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
 		}
@@ -294,6 +300,30 @@ func TestKube(t *testing.T) {
 				t.Errorf("GET / = %q, want it to name pod %s", body, pod.name)
 			}
 		}, true},
+		{"memory-limit", func(t *testing.T) {
+			// The binary reads the limit from the container's cgroup, not
+			// from the pod spec: compare the two.
+			pod := s.readyPod(ctx, t)
+			limit, err := parseQuantity(pod.memoryLimit)
+			if err != nil {
+				t.Fatalf("pod %s resources.limits.memory: %v", pod.name, err)
+			}
+			ratio, err := strconv.ParseFloat(pod.env["APP_MEMORY_LIMIT_RATIO"], 64)
+			if err != nil {
+				t.Fatalf("pod %s APP_MEMORY_LIMIT_RATIO: %v", pod.name, err)
+			}
+			logs := s.mustKubectl(ctx, t, "-n", s.ns, "logs", pod.name, "-c", containerName)
+			bad := checkMemoryLimit(logs, limit, ratio)
+			for _, p := range bad {
+				t.Error(p)
+			}
+			for line := range strings.Lines(logs) {
+				if strings.Contains(line, `"msg":"memory limit"`) {
+					t.Logf("pod limit %s = %d bytes, ratio %v, want gomemlimit %d; the pod logged: %s",
+						pod.memoryLimit, limit, ratio, int64(math.Floor(float64(limit)*ratio)), strings.TrimSpace(line))
+				}
+			}
+		}, false},
 		{"helm-test", func(t *testing.T) {
 			out := s.mustHelm(ctx, t, "test", release, "-n", s.ns, "--timeout", "2m")
 			t.Logf("helm test:\n%s", out)
@@ -382,7 +412,11 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 func httpGet(t *testing.T, url string) string {
 	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get(url)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}

@@ -34,6 +34,8 @@ type podInfo struct {
 	// appDelay is APP_PRESTOP_DELAY, the in-process delay.
 	appDelay time.Duration
 	env      map[string]string
+	// memoryLimit is the container's resources.limits.memory ("" when none).
+	memoryLimit string
 }
 
 // appRecord is one JSON log line of the app.
@@ -290,8 +292,19 @@ func (o *observer) pollReady(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		resp, err := client.Get(url)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return // cannot happen: the URL is built from a host:port
+		}
+		resp, err := client.Do(req)
 		at := time.Now() // when the answer (or refusal) was seen
+		if ctx.Err() != nil {
+			// Stopped mid-request: the failure is ours, not the pod's.
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return
+		}
 		o.mu.Lock()
 		switch {
 		case err != nil:

@@ -41,7 +41,7 @@ func run() error {
 	mux := server.NewMux(server.Observability{})
 	app.AddRoutes(mux, app.Deps{Version: "bench", Host: host, SlowMax: 30 * time.Second})
 
-	ln, err := net.Listen("tcp", addr)
+	ln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}

@@ -166,7 +166,7 @@ func (b *bench) build() error {
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", t[1], err, out)
+			return fmt.Errorf("go build %s: %w\n%s", t[1], err, out)
 		}
 	}
 	return nil
@@ -235,7 +235,11 @@ func (p *proc) waitOK(url string, timeout time.Duration) (time.Duration, error) 
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := client.Get(url)
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+		if err != nil {
+			return 0, fmt.Errorf("GET %s: %w", url, err)
+		}
+		resp, err := client.Do(req)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -245,11 +249,14 @@ func (p *proc) waitOK(url string, timeout time.Duration) (time.Duration, error) 
 		}
 		select {
 		case <-p.exited:
-			return 0, fmt.Errorf("%s exited before %s answered 200: %v", p.cmd.Path, url, p.waitErr)
+			return 0, fmt.Errorf("%s exited before %s answered 200: %w", p.cmd.Path, url, p.waitErr)
 		default:
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%s: no 200 within %v (last error %v)", url, timeout, err)
+			if err == nil {
+				err = errors.New("answered, but not 200")
+			}
+			return 0, fmt.Errorf("%s: no 200 within %v (last error %w)", url, timeout, err)
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
@@ -313,7 +320,7 @@ func (p *proc) cpuTime() time.Duration {
 }
 
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := new(net.ListenConfig).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(err)
 	}
@@ -348,7 +355,7 @@ func (b *bench) sizes() error {
 		// Code and read-only data only: Go's nm reports BSS as "D" too
 		// (crypto/internal/fips140/drbg.memory alone is 32 MiB of it), and
 		// BSS takes no room in the file.
-		if err != nil || !strings.Contains("TtRr", f[2]) {
+		if err != nil || !slices.Contains([]string{"T", "t", "R", "r"}, f[2]) {
 			continue
 		}
 		total += size
@@ -426,7 +433,7 @@ func (b *bench) wrk(url string, d time.Duration, c int) (wrkResult, error) {
 	}
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
-		return wrkResult{}, fmt.Errorf("wrk: %v\n%s", err, out)
+		return wrkResult{}, fmt.Errorf("wrk: %w\n%s", err, out)
 	}
 	var r wrkResult
 	m := reRPS.FindSubmatch(out)
@@ -568,7 +575,7 @@ func (b *bench) callgrindOnce(v variant, n int) (startup, perReq float64, err er
 	dump := func() (float64, error) {
 		// valgrind is the process taskset exec'd into, so the pid is the same.
 		if out, err := exec.Command("callgrind_control", "-d", strconv.Itoa(p.cmd.Process.Pid)).CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("callgrind_control: %v\n%s", err, out)
+			return 0, fmt.Errorf("callgrind_control: %w\n%s", err, out)
 		}
 		// The dump is written asynchronously; poll for the newest file.
 		deadline := time.Now().Add(30 * time.Second)
@@ -685,13 +692,13 @@ func (b *bench) profile() error {
 		}
 		diff := filepath.Join(b.dir, fmt.Sprintf("cg-%d-diff.out", i))
 		if out, err := exec.Command("cg_diff", "--mod-filename=s/.*//", zero, full).Output(); err != nil {
-			return fmt.Errorf("cg_diff: %v", err)
+			return fmt.Errorf("cg_diff: %w", err)
 		} else if err := os.WriteFile(diff, out, 0o644); err != nil {
 			return err
 		}
 		out, err := exec.Command("cg_annotate", "--threshold=0", "--auto=no", diff).Output()
 		if err != nil {
-			return fmt.Errorf("cg_annotate: %v", err)
+			return fmt.Errorf("cg_annotate: %w", err)
 		}
 		byVariant[i] = map[string]float64{}
 		re := regexp.MustCompile(`^\s*(-?[\d,]+)\s+\(\s*-?[\d.]+%\)\s+\S*?:(\S+)`)
@@ -963,11 +970,12 @@ type otlpSink struct {
 }
 
 func startSink() (*otlpSink, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := new(net.ListenConfig).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	s := &otlpSink{addr: l.Addr().String()}
+	//nolint:errcheck // serves until the process exits; its error has no reader
 	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		s.requests.Add(1)
