@@ -39,7 +39,7 @@ func waitReadyFull(t *testing.T, p *process, timeout time.Duration, ok func(int,
 // closedPort returns a loopback address on which nothing listens.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestDependencyChecks(t *testing.T) {
 			t.Fatalf("/ready?full=1 = %d %v before the dependencies are up, want 503", code, results)
 		}
 
-		ln, err := net.Listen("tcp", tcpAddr)
+		ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", tcpAddr)
 		if err != nil {
 			t.Fatalf("listen again on %s: %v", tcpAddr, err)
 		}

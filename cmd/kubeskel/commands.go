@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/kubeskel/kubeskel/internal/buildinfo"
 	"github.com/kubeskel/kubeskel/internal/config"
@@ -17,7 +18,10 @@ import (
 func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
-		fmt.Fprintf(stdout, `kubeskel %s: an HTTP service skeleton that drains cleanly on Kubernetes.
+		// Compose the help in memory, where writes cannot fail, and write
+		// it once, so a failed write to stdout is reported.
+		var help strings.Builder
+		fmt.Fprintf(&help, `kubeskel %s: an HTTP service skeleton that drains cleanly on Kubernetes.
 
 Usage:
   kubeskel                 run the service, configured by the variables below
@@ -31,10 +35,10 @@ Usage:
 Environment variables (durations in Go syntax: 1500ms, 5s, 1m30s):
 
 `, buildinfo.Version)
-		if err := config.Usage(stdout); err != nil {
+		if err := config.Usage(&help); err != nil {
 			return fmt.Errorf("print usage: %w", err)
 		}
-		fmt.Fprint(stdout, `
+		help.WriteString(`
 The standard OpenTelemetry variables are honoured: OTEL_TRACES_EXPORTER (otlp,
 console or none; none when unset), OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME,
 OTEL_RESOURCE_ATTRIBUTES, OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*.
@@ -42,6 +46,9 @@ OTEL_RESOURCE_ATTRIBUTES, OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_
 Exit codes: 0 clean drain; 1 start-up, bind or serve failure; 2 configuration
 error; 3 the shutdown cut requests; 4 second signal.
 `)
+		if _, err := io.WriteString(stdout, help.String()); err != nil {
+			return fmt.Errorf("print usage: %w", err)
+		}
 		return flag.ErrHelp
 	case "version", "-version", "--version":
 		_, err := fmt.Fprintln(stdout, buildinfo.Version)

@@ -15,7 +15,7 @@ import (
 // (a request begun is cut, exit 3) and TestHalfSentRequestCut below.
 func TestSilentConnectionNotCut(t *testing.T) {
 	p := start(t, "APP_PRESTOP_DELAY=0s", "APP_SHUTDOWN_TIMEOUT=1s", "APP_HANDLER_CANCEL_MARGIN=200ms")
-	conn, err := net.Dial("tcp", p.httpAddr)
+	conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", p.httpAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestSilentConnectionNotCut(t *testing.T) {
 	if got, want := rec["connections"], float64(1); got != want {
 		t.Errorf("closed connections = %v, want %v", got, want)
 	}
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	noErr(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
 	if b, err := io.ReadAll(conn); err != nil || len(b) != 0 {
 		t.Errorf("silent connection: read %q, %v; want closed with nothing sent", b, err)
 	}
@@ -48,7 +48,7 @@ func TestSilentConnectionNotCut(t *testing.T) {
 // the deadline comes gets no response; that request is cut (exit 3).
 func TestHalfSentRequestCut(t *testing.T) {
 	p := start(t, "APP_PRESTOP_DELAY=0s", "APP_SHUTDOWN_TIMEOUT=1s", "APP_HANDLER_CANCEL_MARGIN=200ms")
-	conn, err := net.Dial("tcp", p.httpAddr)
+	conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", p.httpAddr)
 	if err != nil {
 		t.Fatal(err)
 	}

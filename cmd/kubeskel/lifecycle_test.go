@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"syscall"
@@ -145,7 +144,7 @@ func TestGracefulShutdownTimeline(t *testing.T) {
 	}
 	slow := make(chan int, 1)
 	go func() {
-		resp, err := http.Get(p.url(false, "/slow?d=2s"))
+		resp, err := httpGet(t.Context(), p.url(false, "/slow?d=2s"))
 		if err != nil {
 			slow <- -1
 			return

@@ -17,7 +17,7 @@ import (
 // connection still open after 8s fails the test.
 func closedAfter(t *testing.T, conn net.Conn, since time.Time) (string, time.Duration) {
 	t.Helper()
-	conn.SetReadDeadline(time.Now().Add(8 * time.Second))
+	noErr(t, conn.SetReadDeadline(time.Now().Add(8*time.Second)))
 	b, err := io.ReadAll(conn)
 	took := time.Since(since)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -29,7 +29,7 @@ func closedAfter(t *testing.T, conn net.Conn, since time.Time) (string, time.Dur
 // dial opens a raw connection to the traffic port.
 func dial(t *testing.T, p *process) net.Conn {
 	t.Helper()
-	conn, err := net.Dial("tcp", p.httpAddr)
+	conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", p.httpAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestServerLimits(t *testing.T) {
 		p := start(t, "APP_IDLE_TIMEOUT=1s")
 		conn := dial(t, p)
 		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		noErr(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
 		br := bufio.NewReader(conn)
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
@@ -78,7 +78,7 @@ func TestServerLimits(t *testing.T) {
 		if resp.StatusCode != 200 || resp.Close {
 			t.Fatalf("GET / = %d (close %v), want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
 		}
-		conn.SetReadDeadline(time.Now().Add(8 * time.Second))
+		noErr(t, conn.SetReadDeadline(time.Now().Add(8*time.Second)))
 		rest, err := io.ReadAll(br)
 		took := time.Since(answered)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -161,7 +161,7 @@ func TestServerLimits(t *testing.T) {
 				t.Fatalf("request is %d bytes, want %d", len(raw), tt.size)
 			}
 			conn := dial(t, p)
-			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			noErr(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
 			io.WriteString(conn, raw)
 			status, err := bufio.NewReader(conn).ReadString('\n')
 			if !strings.HasPrefix(status, tt.want) {
@@ -171,7 +171,7 @@ func TestServerLimits(t *testing.T) {
 		// Control: the default limit (1 MiB) takes the larger head.
 		def := start(t)
 		conn := dial(t, def)
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		noErr(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
 		io.WriteString(conn, request(limit+100))
 		if status, err := bufio.NewReader(conn).ReadString('\n'); !strings.HasPrefix(status, "HTTP/1.1 200 ") {
 			t.Errorf("with the default limit, head of %d bytes: status %q (%v), want 200", limit+100, status, err)

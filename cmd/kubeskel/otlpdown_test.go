@@ -14,7 +14,7 @@ import (
 // that hangs.
 func silentListener(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestB3TraceIDInRequestLog(t *testing.T) {
 	p := start(t, "APP_REQUEST_LOG=true", "OTEL_PROPAGATORS=tracecontext, b3")
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodGet, p.url(false, "/"), nil)
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, p.url(false, "/"), nil)
 			req.Header = tt.header
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {

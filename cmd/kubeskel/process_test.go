@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -250,7 +251,11 @@ func get(t *testing.T, url string) (int, string, string) {
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Timeout: 10 * time.Second, Transport: tr}
-	resp, err := client.Get(url)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -263,10 +268,34 @@ func get(t *testing.T, url string) (int, string, string) {
 	return resp.StatusCode, conn, string(body)
 }
 
+// httpGet is http.Get bound to ctx (the test's context, so a request left
+// running is cancelled when the test ends).
+func httpGet(ctx context.Context, url string) (*http.Response, error) {
+	return httpGetWith(ctx, http.DefaultClient, url)
+}
+
+// httpGetWith is httpGet with client.
+func httpGetWith(ctx context.Context, client *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return client.Do(req)
+}
+
+// noErr fails the test at once on err (a deadline that could not be set,
+// say), so a later assertion does not fail for the wrong reason.
+func noErr(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // busyPort occupies a loopback port for the duration of the test.
 func busyPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 // deadline cuts it, logs the count and exits non-zero.
 func TestDeadlineCutsRequests(t *testing.T) {
 	p := start(t, "APP_PRESTOP_DELAY=0s", "APP_SHUTDOWN_TIMEOUT=1s", "APP_HANDLER_CANCEL_MARGIN=200ms")
-	conn, err := net.Dial("tcp", p.httpAddr)
+	conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", p.httpAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestDeadlineCutsRequests(t *testing.T) {
 		t.Errorf("stopped phase exit_code = %v, want 3", got)
 	}
 	// The connection was closed by the server, not left hanging.
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	noErr(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
 	if _, err := io.ReadAll(conn); err != nil {
 		t.Errorf("reading the cut connection: %v, want EOF", err)
 	}
@@ -57,7 +57,7 @@ func TestHandlerContextCancelledBeforeDeadline(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		resp, err := http.Get(p.url(false, "/slow?d=25s"))
+		resp, err := httpGet(t.Context(), p.url(false, "/slow?d=25s"))
 		if err != nil {
 			done <- result{code: -1, body: err.Error()}
 			return
@@ -182,7 +182,7 @@ func TestSidecarQuitAfterDrain(t *testing.T) {
 	const slow = 2 * time.Second
 	answered := make(chan int, 1)
 	go func() {
-		resp, err := http.Get(p.url(false, "/slow?d="+slow.String()))
+		resp, err := httpGet(t.Context(), p.url(false, "/slow?d="+slow.String()))
 		if err != nil {
 			answered <- -1
 			return
@@ -252,11 +252,11 @@ func TestMalformedRequestsKeepServing(t *testing.T) {
 		"NONSENSE\r\n\r\n",
 		"GET /slow?d=banana HTTP/1.1\r\nHost: x\r\n\r\n",
 	} {
-		conn, err := net.Dial("tcp", p.httpAddr)
+		conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", p.httpAddr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		noErr(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
 		io.WriteString(conn, raw)
 		status, _ := bufio.NewReader(conn).ReadString('\n')
 		conn.Close()

@@ -78,7 +78,7 @@ func TestTrafficWaitsForSidecar(t *testing.T) {
 	answered := make(chan result, 1)
 	go func() {
 		client := &http.Client{Timeout: 30 * time.Second}
-		resp, err := client.Get(p.url(false, "/"))
+		resp, err := httpGetWith(t.Context(), client, p.url(false, "/"))
 		if err != nil {
 			answered <- result{err: err}
 			return

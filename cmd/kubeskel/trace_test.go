@@ -70,7 +70,7 @@ func TestSpanOfLastRequestIsExported(t *testing.T) {
 	p.waitLog(5*time.Second, "phase", "phase", "draining")
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-	req, _ := http.NewRequest(http.MethodGet, p.url(false, "/"), nil)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, p.url(false, "/"), nil)
 	req.Header.Set("Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -139,7 +139,7 @@ func TestNoExporterByDefault(t *testing.T) {
 	collector := httptest.NewServer(receiver)
 	defer collector.Close()
 	p := start(t, "APP_PRESTOP_DELAY=0s", "OTEL_EXPORTER_OTLP_ENDPOINT="+collector.URL, "APP_REQUEST_LOG=true")
-	req, _ := http.NewRequest(http.MethodGet, p.url(false, "/"), nil)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, p.url(false, "/"), nil)
 	req.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -355,16 +355,23 @@ func Variables() []Var {
 // Usage writes the help text: every variable with its type, default and
 // description.
 func Usage(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VARIABLE\tTYPE\tDEFAULT\tDESCRIPTION")
+	// Lay the table out in memory, where writes cannot fail, and write it
+	// once, so the one error that can happen is returned.
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintln(tw, "VARIABLE\tTYPE\tDEFAULT\tDESCRIPTION")
 	for _, v := range Variables() {
 		def := v.Default
 		if def == "" {
 			def = `""`
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, v.Type, def, v.Description)
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, v.Type, def, v.Description)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // serviceLink matches the variables the kubelet injects (pkg/kubelet/envvars)

@@ -405,7 +405,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 26; got != want {
+	if got, want := len(want), 27; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }

@@ -89,7 +89,11 @@ func TestEnabled(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer tel.Shutdown(context.Background())
+			defer func() {
+				if err := tel.Shutdown(context.Background()); err != nil {
+					t.Errorf("Shutdown: %v", err)
+				}
+			}()
 			if !tel.Enabled() {
 				t.Fatalf("console exporter did not enable tracing")
 			}
