@@ -31,7 +31,7 @@ type conn struct {
 	net.Conn
 	cs *conns
 
-	state atomic.Int32 // the last http.ConnState
+	state atomic.Int64 // the last http.ConnState (an int: Int64 holds every value)
 	began atomic.Bool  // a request byte was read while the state was StateNew
 	cut   atomic.Bool  // counted in cs.cut
 	// Guarded by cs.mu.
@@ -109,7 +109,7 @@ func (cs *conns) connState(nc net.Conn, st http.ConnState) {
 	if !ok {
 		return
 	}
-	c.state.Store(int32(st))
+	c.state.Store(int64(st))
 	switch st {
 	case http.StateActive:
 		// net/http sets StateActive once it has read a request's header
@@ -179,7 +179,10 @@ func (cs *conns) cutAtDeadline() (unused int) {
 	}
 	cs.mu.Unlock()
 	for _, c := range hijacked {
-		c.Close() // the handler's later Close is a no-op on a closed conn
+		// The connection is counted as cut already; a Close error (the
+		// handler closing it at the same moment) changes nothing for the
+		// caller, and the handler's later Close is a no-op.
+		_ = c.Close()
 	}
 	return unused
 }
@@ -196,7 +199,9 @@ func (cs *conns) closeHijacked() {
 	}
 	cs.mu.Unlock()
 	for _, c := range hijacked {
-		c.Close()
+		// Close is forced teardown: a Close error (the handler closing the
+		// connection at the same moment) leaves it closed all the same.
+		_ = c.Close()
 	}
 }
 

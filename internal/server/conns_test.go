@@ -20,7 +20,7 @@ import (
 // dial opens a raw TCP connection to s, closed when the test ends.
 func dial(t *testing.T, s *server.Server) net.Conn {
 	t.Helper()
-	conn, err := net.Dial("tcp", s.Addr().String())
+	conn, err := dialContext(t, s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,9 @@ func dial(t *testing.T, s *server.Server) net.Conn {
 // fails the test if the server leaves the connection open for 10s.
 func readToEnd(t *testing.T, conn net.Conn) string {
 	t.Helper()
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	b, err := io.ReadAll(conn)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -45,7 +47,7 @@ func readToEnd(t *testing.T, conn net.Conn) string {
 func waitListenerClosed(t *testing.T, s *server.Server) {
 	t.Helper()
 	waitFor(t, "the listener to close", func() bool {
-		conn, err := net.Dial("tcp", s.Addr().String())
+		conn, err := dialContext(t, s.Addr().String())
 		if err != nil {
 			return true
 		}
@@ -260,7 +262,9 @@ func TestShutdownCutsHijackedConnAtDeadline(t *testing.T) {
 				t.Errorf("Shutdown error = %v, want context.DeadlineExceeded and server.ErrCut", r.err)
 			}
 			// Shutdown closed the connection the handler still held.
-			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
 			if rest, err := io.ReadAll(rd); err != nil {
 				t.Errorf("after the deadline the hijacked connection is still open: read %q, %v; want EOF", rest, err)
 			}
@@ -282,7 +286,9 @@ func TestCloseClosesHijackedConn(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if rest, err := io.ReadAll(rd); err != nil {
 		t.Errorf("after Close the hijacked connection is still open: read %q, %v; want EOF", rest, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -39,10 +40,16 @@ func newClient(t *testing.T) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-// get does a GET and reads the whole body.
-func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+// reply is what get keeps of a response: its body is read and closed.
+type reply struct {
+	StatusCode int
+	Close      bool // the server asked to close the connection
+}
+
+// get does a GET with the test's context and reads the whole body.
+func get(t *testing.T, c *http.Client, url string) (reply, string) {
 	t.Helper()
-	resp, err := c.Get(url)
+	resp, err := do(t, c, url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -51,7 +58,23 @@ func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
 	if err != nil {
 		t.Fatalf("read body of %s: %v", url, err)
 	}
-	return resp, string(body)
+	return reply{StatusCode: resp.StatusCode, Close: resp.Close}, string(body)
+}
+
+// do sends a GET with the test's context; the caller closes the body. It is
+// safe to call from another goroutine (it does not fail the test).
+func do(t *testing.T, c *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.Do(req)
+}
+
+// dialContext opens a raw TCP connection to addr with the test's context;
+// the caller closes it.
+func dialContext(t *testing.T, addr string) (net.Conn, error) {
+	return (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
 }
 
 // waitFor polls cond until it is true, failing the test after 10s.

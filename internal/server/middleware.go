@@ -76,7 +76,9 @@ func (w *responseWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	http.NewResponseController(w.ResponseWriter).Flush()
+	// http.Flusher has no error to return: a failed flush (a closed
+	// connection) surfaces on the handler's next Write.
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -111,7 +113,10 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 			p := recover()
 			abort := false
 			if p != nil {
-				if p == http.ErrAbortHandler {
+				// Identity, as net/http checks it: a value wrapping the sentinel
+				// is an ordinary panic there (logged with a stack), so it is one
+				// here too and is answered 500.
+				if p == http.ErrAbortHandler { //nolint:errorlint // net/http matches this sentinel panic value by ==, not errors.Is
 					s.inFlight.Add(-1)
 					panic(p) // net/http's own way to abort a response: let it do so.
 				}

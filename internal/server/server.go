@@ -57,7 +57,8 @@ type Server struct {
 // before anything reports ready. name labels the server in logs ("http",
 // "admin"). The server does not accept requests until Serve is called.
 func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+	// net.Listen does exactly this; the context only bounds resolving addr.
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s for %s server: %w", addr, name, err)
 	}
@@ -158,7 +159,7 @@ func (s *Server) Shutdown(ctx context.Context, margin time.Duration) (cut int, e
 	// connections to finish; it does not wait for hijacked connections, so
 	// we do below.
 	var ctxErr, closeErr error
-	if err := s.srv.Shutdown(ctx); err != nil && err == ctx.Err() {
+	if err := s.srv.Shutdown(ctx); err != nil && errors.Is(err, ctx.Err()) {
 		ctxErr = err
 	} else {
 		closeErr = err // closing the listener failed; the drain went on
