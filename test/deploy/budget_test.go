@@ -56,8 +56,9 @@ func checkConfig(t *testing.T, c *corev1.Container, override ...string) (int, st
 			environ = append(environ, e.Name+"="+e.Value)
 		}
 	}
+	environ = append(environ, override...)
 	cmd := exec.Command(kubeskelBinary(t), "check-config")
-	cmd.Env = append(environ, override...)
+	cmd.Env = environ
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
