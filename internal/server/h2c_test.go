@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -220,5 +221,35 @@ func TestH2CShutdownCountsCutStreams(t *testing.T) {
 		if r := receive(t, "the client to see the cut", ch); r.err == nil {
 			t.Errorf("a cut stream got a whole response (%d), want an error", r.status)
 		}
+	}
+}
+
+// TestH2CNoUpgrade: h2c is prior knowledge only; an "Upgrade: h2c" request
+// is answered as plain HTTP/1.1 (no 101 Switching Protocols), as README says.
+func TestH2CNoUpgrade(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+	s, _ := serve(t, h, server.Options{H2C: true, Traffic: &server.Observability{}})
+	conn, err := dialContext(t, s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/1.1" || string(body) != "HTTP/1.1" {
+		t.Errorf("Upgrade: h2c request got %s %s %q, want HTTP/1.1 200 served as HTTP/1.1", resp.Proto, resp.Status, body)
 	}
 }
