@@ -139,8 +139,14 @@ func BenchmarkHTTP1Loopback(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				go s.Serve()
-				b.Cleanup(func() { s.Close() })
+				served := make(chan error, 1)
+				go func() { served <- s.Serve() }()
+				b.Cleanup(func() {
+					s.Close()
+					if err := <-served; err != nil {
+						b.Errorf("Serve: %v", err)
+					}
+				})
 				d := &net.Dialer{}
 				dial := func() (net.Conn, *bufio.Reader) {
 					c, err := d.DialContext(context.Background(), "tcp", s.Addr().String())

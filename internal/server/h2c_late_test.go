@@ -53,7 +53,12 @@ func TestH2CConnAfterGoAwaySweep(t *testing.T) {
 			}
 			served := make(chan error, 1)
 			go func() { served <- s.Serve() }()
-			t.Cleanup(func() { s.Close(); <-served })
+			t.Cleanup(func() {
+				s.Close()
+				if err := <-served; err != nil {
+					t.Errorf("Serve returned %v, want nil after Close", err)
+				}
+			})
 
 			raw, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", s.Addr().String())
 			if err != nil {
@@ -120,7 +125,9 @@ func TestH2CConnAfterGoAwaySweep(t *testing.T) {
 				}
 				// The server closed it: the client reads what the server
 				// wrote, then EOF, not a timeout.
-				raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if err := raw.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+					t.Fatal(err)
+				}
 				if _, err := io.Copy(io.Discard, raw); err != nil {
 					t.Errorf("reading the late connection after Shutdown: %v, want EOF (closed by the server)", err)
 				}

@@ -59,7 +59,7 @@ func getAsync(t *testing.T, c *http.Client, url string) <-chan h2cResult {
 }
 
 func TestH2C(t *testing.T) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+	h := http.HandlerFunc(protoHandler)
 	for _, tc := range []struct {
 		name    string
 		h2c     bool
@@ -227,7 +227,7 @@ func TestH2CShutdownCountsCutStreams(t *testing.T) {
 // TestH2CNoUpgrade: h2c is prior knowledge only; an "Upgrade: h2c" request
 // is answered as plain HTTP/1.1 (no 101 Switching Protocols), as README says.
 func TestH2CNoUpgrade(t *testing.T) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+	h := http.HandlerFunc(protoHandler)
 	s, _ := serve(t, h, server.Options{H2C: true, Traffic: &server.Observability{}})
 	conn, err := dialContext(t, s.Addr().String())
 	if err != nil {
@@ -252,4 +252,13 @@ func TestH2CNoUpgrade(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/1.1" || string(body) != "HTTP/1.1" {
 		t.Errorf("Upgrade: h2c request got %s %s %q, want HTTP/1.1 200 served as HTTP/1.1", resp.Proto, resp.Status, body)
 	}
+}
+
+// protoHandler answers with the protocol the server saw: HTTP/2.0 or HTTP/1.1.
+func protoHandler(w http.ResponseWriter, r *http.Request) {
+	proto := "HTTP/1.1"
+	if r.ProtoMajor == 2 {
+		proto = "HTTP/2.0"
+	}
+	io.WriteString(w, proto)
 }

@@ -25,7 +25,7 @@ func trafficService(t *testing.T, r *rendering) *corev1.Service {
 // h2c prior knowledge). The control, false, keeps HTTP/1.1's appProtocol.
 func TestH2C(t *testing.T) {
 	for _, tc := range []struct {
-		name, values           string
+		name, values          string
 		wantEnv, wantProtocol string
 	}{
 		{"default", "", "h2c", "kubernetes.io/h2c"},
