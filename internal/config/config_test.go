@@ -72,6 +72,7 @@ func TestLoadDefaults(t *testing.T) {
 		ReadHeaderTimeout:      5 * time.Second,
 		IdleTimeout:            620 * time.Second,
 		MaxHeaderBytes:         1 << 20,
+		HTTP2:                  "h2c",
 		SlowMax:                30 * time.Second,
 		CheckInterval:          10 * time.Second,
 		CheckTimeout:           2 * time.Second,
@@ -109,6 +110,7 @@ func TestLoadValues(t *testing.T) {
 		"APP_LOG_LEVEL":                "debug",
 		"APP_SIDECAR_QUIT_URL":         "http://127.0.0.1:15020/quitquitquit",
 		"APP_TERMINATION_GRACE_PERIOD": "2m",
+		"APP_HTTP2":                    "off",
 	})
 	c, err := config.Load()
 	if err != nil {
@@ -125,6 +127,9 @@ func TestLoadValues(t *testing.T) {
 	}
 	if got, want := c.CheckHTTP, []string{"http://a/healthz", "https://b:8443/"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("CheckHTTP = %q, want %q", got, want)
+	}
+	if got, want := c.HTTP2, "off"; got != want {
+		t.Errorf("HTTP2 = %q, want %q", got, want)
 	}
 	if !c.RequestLog {
 		t.Error("RequestLog = false, want true")
@@ -172,6 +177,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"bad int", map[string]string{"APP_MAX_HEADER_BYTES": "1MiB"}, "APP_MAX_HEADER_BYTES", []string{`"1MiB"`, "whole number"}},
 		{"small int", map[string]string{"APP_MAX_HEADER_BYTES": "100"}, "APP_MAX_HEADER_BYTES", []string{"at least 4096", "100"}},
 		{"log format", map[string]string{"APP_LOG_FORMAT": "xml"}, "APP_LOG_FORMAT", []string{`"xml"`, "json or text"}},
+		{"http2", map[string]string{"APP_HTTP2": "h2"}, "APP_HTTP2", []string{`"h2"`, "h2c or off"}},
+		{"http2 empty", map[string]string{"APP_HTTP2": ""}, "APP_HTTP2", []string{`""`, "h2c or off"}},
 		{"log level", map[string]string{"APP_LOG_LEVEL": "verbose"}, "APP_LOG_LEVEL", []string{`"verbose"`, "debug, info, warn or error"}},
 		{"log level case", map[string]string{"APP_LOG_LEVEL": "INFO"}, "APP_LOG_LEVEL", []string{`"INFO"`}},
 		{"sidecar ready URL scheme", map[string]string{"APP_SIDECAR_READY_URL": "ftp://proxy/ready"}, "APP_SIDECAR_READY_URL", []string{"http(s)://"}},
@@ -405,7 +412,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 27; got != want {
+	if got, want := len(want), 28; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }
@@ -416,6 +423,7 @@ func TestVariable(t *testing.T) {
 		{"SidecarReadyURL", "APP_SIDECAR_READY_URL"},
 		{"CheckTCP", "APP_CHECK_TCP"},
 		{"TerminationGracePeriod", "APP_TERMINATION_GRACE_PERIOD"},
+		{"HTTP2", "APP_HTTP2"},
 		{"NoSuchField", "NoSuchField"},
 	}
 	for _, tt := range tests {

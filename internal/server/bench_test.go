@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"testing"
 
@@ -100,5 +102,74 @@ func BenchmarkMiddleware(b *testing.B) {
 				b.Fatalf("status = %d, want 200", w.status)
 			}
 		})
+	}
+}
+
+// BenchmarkHTTP1Loopback measures what serving h2c on the same listener
+// costs HTTP/1.1 clients, through a real loopback connection: keep-alive
+// requests on one connection, and one request per new connection (where
+// net/http and the connection wrapper look for the HTTP/2 preface).
+func BenchmarkHTTP1Loopback(b *testing.B) {
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello\n") })
+	const request = "GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+	roundTrip := func(b *testing.B, c net.Conn, br *bufio.Reader) {
+		if _, err := io.WriteString(c, request); err != nil {
+			b.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("status %d, want 200", resp.StatusCode)
+		}
+	}
+	for _, mode := range []string{"keepalive", "newconn"} {
+		for _, h2c := range []bool{false, true} {
+			name := mode + "/off"
+			if h2c {
+				name = mode + "/h2c"
+			}
+			b.Run(name, func(b *testing.B) {
+				s, err := Listen("bench", "127.0.0.1:0", hello, Options{H2C: h2c, Traffic: &Observability{}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				served := make(chan error, 1)
+				go func() { served <- s.Serve() }()
+				b.Cleanup(func() {
+					s.Close()
+					if err := <-served; err != nil {
+						b.Errorf("Serve: %v", err)
+					}
+				})
+				d := &net.Dialer{}
+				dial := func() (net.Conn, *bufio.Reader) {
+					c, err := d.DialContext(context.Background(), "tcp", s.Addr().String())
+					if err != nil {
+						b.Fatal(err)
+					}
+					return c, bufio.NewReader(c)
+				}
+				b.ReportAllocs()
+				if mode == "keepalive" {
+					c, br := dial()
+					defer c.Close()
+					for b.Loop() {
+						roundTrip(b, c, br)
+					}
+					return
+				}
+				for b.Loop() {
+					c, br := dial()
+					roundTrip(b, c, br)
+					c.Close()
+				}
+			})
+		}
 	}
 }

@@ -17,12 +17,17 @@ type conns struct {
 	open map[*conn]struct{} // accepted and not yet finished (see finishLocked)
 
 	shutdown <-chan struct{} // closed when Shutdown begins
+	h2c      bool            // the server serves cleartext HTTP/2 too
 
 	// shutdownBegan is set by the server's RegisterOnShutdown hook, which
 	// net/http runs only after it stopped serving new requests.
 	shutdownBegan atomic.Bool
-	cut           atomic.Int64 // connections counted as cut, each once
+	cut           atomic.Int64 // HTTP/1 connections and HTTP/2 streams counted as cut
 }
+
+// http2Preface is what a client sends first on a cleartext HTTP/2
+// connection with prior knowledge.
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // conn is an accepted connection. It is what net/http holds as the
 // connection, so it is also what Hijack returns, whichever way the handler
@@ -34,6 +39,14 @@ type conn struct {
 	state atomic.Int64 // the last http.ConnState (an int: Int64 holds every value)
 	began atomic.Bool  // a request byte was read while the state was StateNew
 	cut   atomic.Bool  // counted in cs.cut
+	// http2 is set once the connection sent the whole HTTP/2 preface;
+	// prefaceSeen is how much of it the first reads matched (-1: not
+	// HTTP/2). Only the goroutine reading in StateNew touches prefaceSeen.
+	http2       atomic.Bool
+	prefaceSeen int
+	// streams is the number of requests in flight on an HTTP/2 connection,
+	// counted by the traffic middleware from handler start to return.
+	streams atomic.Int64
 	// Guarded by cs.mu.
 	closed    bool
 	longLived int // LongLived registrations not yet done
@@ -59,10 +72,35 @@ func (l listener) Accept() (net.Conn, error) {
 
 func (c *conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 && !c.began.Load() && http.ConnState(c.state.Load()) == http.StateNew {
-		c.began.Store(true)
+	if n > 0 && http.ConnState(c.state.Load()) == http.StateNew {
+		if !c.began.Load() {
+			c.began.Store(true)
+		}
+		if c.cs.h2c {
+			c.matchPreface(b[:n])
+		}
 	}
 	return n, err
+}
+
+// matchPreface follows the first bytes of the connection, which net/http
+// reads exactly up to the end of the HTTP/2 preface before it hands the
+// connection to its HTTP/2 server (and before any ConnState hook runs for
+// it), and sets c.http2 once they are the whole preface.
+func (c *conn) matchPreface(b []byte) {
+	seen := c.prefaceSeen
+	if seen < 0 || seen == len(http2Preface) {
+		return
+	}
+	k := min(len(b), len(http2Preface)-seen)
+	if string(b[:k]) != http2Preface[seen:seen+k] {
+		c.prefaceSeen = -1
+		return
+	}
+	c.prefaceSeen = seen + k
+	if c.prefaceSeen == len(http2Preface) {
+		c.http2.Store(true)
+	}
 }
 
 // Close closes the connection and, the first time, ends its tracking. It is
@@ -96,10 +134,10 @@ func (c *conn) CloseWrite() error {
 // need its concrete type after a hijack (*net.TCPConn).
 func (c *conn) NetConn() net.Conn { return c.Conn }
 
-// markCut counts c as cut, once.
-func (c *conn) markCut() {
+// markCut counts n as cut on c, once per connection.
+func (c *conn) markCut(n int64) {
 	if c.cut.CompareAndSwap(false, true) {
-		c.cs.cut.Add(1)
+		c.cs.cut.Add(n)
 	}
 }
 
@@ -115,9 +153,12 @@ func (cs *conns) connState(nc net.Conn, st http.ConnState) {
 		// net/http sets StateActive once it has read a request's header
 		// (or failed to, after reading part of it), then returns without
 		// serving it if Shutdown has begun: the client began a request and
-		// gets no response.
-		if cs.shutdownBegan.Load() {
-			c.markCut()
+		// gets no response. The HTTP/2 server sets StateActive when a
+		// connection has read its preface or opens its first stream, and
+		// serves that stream (or, after its GOAWAY, refuses it so the client
+		// retries it elsewhere): nothing is lost there.
+		if cs.shutdownBegan.Load() && !c.http2.Load() {
+			c.markCut(1)
 		}
 	case http.StateClosed:
 		cs.mu.Lock()
@@ -155,11 +196,14 @@ func (cs *conns) busy() int {
 	return n
 }
 
-// cutAtDeadline counts every connection the deadline cuts: a request being
-// read or served, a request of which part was read, a hijacked connection
-// still open, a LongLived registration not done. It closes the hijacked ones,
-// which net/http no longer knows, and returns the number of connections that
-// had sent no request (new or idle): closing those loses nothing.
+// cutAtDeadline counts what the deadline cuts: on an HTTP/1 connection, one
+// for a request being read or served, a request of which part was read, a
+// hijacked connection still open or a LongLived registration not done; on an
+// HTTP/2 connection, one per stream whose handler has not returned (at least
+// one if a LongLived registration is not done). It closes the hijacked
+// connections, which net/http no longer knows, and returns the number of
+// connections that lose nothing by being closed (new or idle ones, HTTP/2
+// ones without a stream in flight).
 func (cs *conns) cutAtDeadline() (unused int) {
 	var hijacked []*conn
 	cs.mu.Lock()
@@ -167,9 +211,21 @@ func (cs *conns) cutAtDeadline() (unused int) {
 		if c.closed && c.longLived == 0 {
 			continue
 		}
+		if c.http2.Load() {
+			n := c.streams.Load()
+			if n == 0 && c.longLived > 0 {
+				n = 1
+			}
+			if n > 0 {
+				c.markCut(n)
+			} else {
+				unused++
+			}
+			continue
+		}
 		switch st := http.ConnState(c.state.Load()); {
 		case c.busyLocked(), st == http.StateActive, st == http.StateNew && c.began.Load():
-			c.markCut()
+			c.markCut(1)
 		default:
 			unused++
 		}

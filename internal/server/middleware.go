@@ -52,9 +52,10 @@ func (w *responseWriter) WriteHeader(code int) {
 		w.status = code
 		if w.srv.draining.Load() {
 			// Tell keep-alive clients and proxies to move to another pod
-			// now, while this one still answers. The server speaks
-			// HTTP/1.1 only, and net/http closes the connection after this
-			// response.
+			// now, while this one still answers. On HTTP/1.1 net/http
+			// closes the connection after this response; on HTTP/2 it drops
+			// the header and sends a graceful GOAWAY instead: the other
+			// streams in flight complete, new ones go to a new connection.
 			w.Header().Set("Connection", "close")
 		}
 	}
@@ -107,6 +108,15 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.arrivals.Add(1)
 		s.inFlight.Add(1)
+		// On HTTP/2 the deadline counts cut streams, so each connection
+		// counts its own; HTTP/1.1 serves one request per connection at a
+		// time and does not pay for the lookup.
+		var h2 *conn
+		if r.ProtoMajor == 2 {
+			if h2 = requestConn(r.Context()); h2 != nil {
+				h2.streams.Add(1)
+			}
+		}
 		start := time.Now()
 		rw := &responseWriter{ResponseWriter: w, srv: s, ctx: r.Context()}
 		defer func() {
@@ -118,6 +128,9 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 				// here too and is answered 500.
 				if p == http.ErrAbortHandler { //nolint:errorlint // net/http matches this sentinel panic value by ==, not errors.Is
 					s.inFlight.Add(-1)
+					if h2 != nil {
+						h2.streams.Add(-1)
+					}
 					panic(p) // net/http's own way to abort a response: let it do so.
 				}
 				if o.Panic != nil {
@@ -154,6 +167,9 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 					slog.Int("status", status), slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote", r.RemoteAddr))
 			}
 			s.inFlight.Add(-1)
+			if h2 != nil {
+				h2.streams.Add(-1)
+			}
 			if abort {
 				panic(http.ErrAbortHandler)
 			}

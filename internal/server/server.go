@@ -25,6 +25,10 @@ type Options struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
+	// H2C, if true, also serves cleartext HTTP/2 with prior knowledge (the
+	// client starts with the HTTP/2 preface; there is no "Upgrade: h2c"
+	// dance) on the same listener as HTTP/1.1. False serves HTTP/1.1 only.
+	H2C bool
 	// Logger receives the server's own errors (TLS handshakes, panics).
 	Logger *slog.Logger
 	// Traffic, if set, wraps the handler in the traffic middleware: requests
@@ -67,7 +71,7 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 	base, cancel := context.WithCancel(context.Background())
 	shuttingDown := make(chan struct{})
 	s := &Server{name: name, ln: ln, logger: o.Logger, cancelRequests: cancel, shuttingDown: shuttingDown,
-		conns: &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown}}
+		conns: &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C}}
 	if o.Traffic != nil {
 		var unmatched RouteObserver
 		if o.Traffic.Route != nil {
@@ -85,6 +89,15 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ConnContext:       connContext,
 		ConnState:         s.conns.connState,
+	}
+	if o.H2C {
+		// net/http's own HTTP/2 server, not golang.org/x/net/http2/h2c: its
+		// connections stay known to Shutdown, which sends them GOAWAY and
+		// waits for their streams (golang/go#26682).
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		s.srv.Protocols = &p
 	}
 	if o.Logger != nil {
 		s.srv.ErrorLog = slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn)
@@ -112,7 +125,9 @@ func (s *Server) Serve() error {
 
 // StartDraining makes every later response carry "Connection: close", so
 // keep-alive clients and proxies open new connections (to other pods)
-// instead of reusing this one. The listener keeps accepting.
+// instead of reusing this one. On an HTTP/2 connection net/http turns that
+// header into a graceful GOAWAY: streams in flight complete, and the client
+// opens a new connection for its next request. The listener keeps accepting.
 func (s *Server) StartDraining() { s.draining.Store(true) }
 
 // Draining reports whether StartDraining was called.
@@ -133,8 +148,16 @@ var ErrCut = errors.New("requests cut")
 // deadline it cancels every request context so handlers can still return
 // cleanly. When ctx ends first, it closes every remaining connection.
 //
-// cut is the number of connections on which a request or a hijacked
-// connection was lost:
+// On HTTP/2 connections net/http sends a graceful GOAWAY and waits for
+// their open streams. A connection that finishes its preface after that
+// GOAWAY sweep (golang/go#81153) is served; net/http sends it a GOAWAY when
+// its open streams reach zero, or, if it opens no stream, it holds Shutdown
+// until the deadline and is then closed (it lost nothing: not counted).
+//
+// cut is the number of HTTP/1 connections on which a request or a hijacked
+// connection was lost, plus the number of HTTP/2 streams that were lost
+// (a stream counts from the start of its handler to its return; a stream
+// refused by the GOAWAY was never served, and the client may retry it):
 //   - at the deadline: a request being served, or whose header net/http has
 //     begun to read (at least one byte); a hijacked connection still open;
 //     a LongLived registration not done. A connection that sent no request
@@ -147,7 +170,11 @@ var ErrCut = errors.New("requests cut")
 //     bytes arrive in the instant net/http begins to shut down, before
 //     RegisterOnShutdown hooks run, can be missed.)
 //
-// Each connection is counted at most once. err wraps ErrCut if and only if
+// On HTTP/2 the deadline counts every stream whose handler has not returned
+// (at least one per connection with a LongLived registration not done); a
+// connection with none loses nothing and is not counted.
+//
+// Each HTTP/1 connection is counted at most once. err wraps ErrCut if and only if
 // cut > 0, and then also ctx's error if the deadline was reached; without a
 // cut, err is non-nil only if closing the listener failed.
 func (s *Server) Shutdown(ctx context.Context, margin time.Duration) (cut int, err error) {
