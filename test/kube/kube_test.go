@@ -324,6 +324,10 @@ func TestKube(t *testing.T) {
 			s.rollout(ctx, t)
 			pod := s.readyPod(ctx, t)
 			url := s.serviceURL(ctx, t)
+			// A Ready pod is routable only once kube-proxy has synced its
+			// endpoint (it syncs at most once a second); until then the
+			// ClusterIP refuses connections.
+			s.waitRouted(ctx, t, url)
 			body := httpGet(t, url)
 			if !strings.Contains(body, pod.name) {
 				t.Errorf("GET %s = %q, want it to name pod %s", url, body, pod.name)
@@ -475,15 +479,47 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 	}
 }
 
-// spread sends GET url on a new connection each, at most 300 times or for a
-// minute, until the bodies have named every pod in want, and returns how
-// many answers named each pod. A body naming no pod of want fails the test.
+// waitRouted waits up to 30 s for GET url to answer 200 and logs how long
+// that took.
+func (s *suite) waitRouted(ctx context.Context, t *testing.T, url string) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	start := time.Now()
+	var last error
+	for time.Since(start) < 30*time.Second {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Logf("%s answered 200 %.2fs after the rollout", url, time.Since(start).Seconds())
+				return
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("GET %s: no 200 within 30s of the rollout; last: %v", url, last)
+}
+
+// spread sends GET url on a new connection each, every 50 ms for at most a
+// minute (kube-proxy may take a second or more to add a new pod's
+// endpoint), until the bodies have named every pod in want, and returns how
+// many answers named each pod. A failed request, or a body naming no pod of
+// want, fails the test.
 func (s *suite) spread(ctx context.Context, t *testing.T, url string, want map[string]bool) map[string]int {
 	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	seen := map[string]int{}
 	deadline := time.Now().Add(time.Minute)
-	for i := 0; i < 300 && len(seen) < len(want) && time.Now().Before(deadline); i++ {
+	for i := 0; i < 1200 && len(seen) < len(want) && time.Now().Before(deadline); i++ {
+		if i > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			t.Fatal(err)
