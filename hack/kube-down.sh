@@ -83,7 +83,7 @@ remove_cgroups() {
 # remove_pod_netns unmounts and removes the pods' network namespaces
 # (/run/netns/cni-*) that this run created and containerd did not tear down
 # (it does for pods removed through the CRI, not for containers killed here),
-# and libcni's cached results for our network.
+# and libcni's cached results for those pods.
 remove_pod_netns() {
   local before=$KUBE_WORK/cni-netns-before n
   [[ -f $before ]] || return 0
@@ -93,7 +93,14 @@ remove_pod_netns() {
     umount "$n" 2>/dev/null
     rm -f "$n" || kube_log "cannot remove $n"
   done
-  rm -f /var/lib/cni/results/"$KUBE_CNI_NETWORK"-* 2>/dev/null
+  # Results are named <network>-<sandbox id>-<interface>; containerd adds
+  # its own loopback network (cni-loopback) for the same sandboxes.
+  local r id
+  for r in /var/lib/cni/results/"$KUBE_CNI_NETWORK"-*; do
+    [[ -e $r ]] || continue
+    id=${r#/var/lib/cni/results/"$KUBE_CNI_NETWORK"-}; id=${id%-*}
+    rm -f "$r" /var/lib/cni/results/cni-loopback-"$id"-lo
+  done
 }
 
 # remove_node_netns deletes the node's namespace, and /run/netns when up
