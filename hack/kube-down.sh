@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # kube-down.sh tears down the cluster that hack/kube-up.sh started: every
 # process by the PID it recorded, then the containers' leftovers (shims,
-# mounts, cgroups) and what the kubelet writes outside the work folder.
+# mounts, cgroups, the pods' network namespaces and CNI results), the node's
+# network namespace (with it its links and kube-proxy's nftables table), and
+# what the kubelet writes outside the work folder.
 # Logs stay in $KUBESKEL_KUBE_WORK/logs; all other state is removed.
 # Safe to run twice, or after a failed or partial kube-up.sh.
 set -o nounset
@@ -78,6 +80,47 @@ remove_cgroups() {
   done
 }
 
+# remove_pod_netns unmounts and removes the pods' network namespaces
+# (/run/netns/cni-*) that this run created and containerd did not tear down
+# (it does for pods removed through the CRI, not for containers killed here),
+# and libcni's cached results for those pods.
+remove_pod_netns() {
+  local before=$KUBE_WORK/cni-netns-before n
+  [[ -f $before ]] || return 0
+  for n in /run/netns/cni-*; do
+    [[ -e $n ]] || continue
+    grep -qxF "$n" "$before" && continue
+    umount "$n" 2>/dev/null
+    rm -f "$n" || kube_log "cannot remove $n"
+  done
+  # Results are named <network>-<sandbox id>-<interface>; containerd adds
+  # its own loopback network (cni-loopback) for the same sandboxes.
+  local r id
+  for r in /var/lib/cni/results/"$KUBE_CNI_NETWORK"-*; do
+    [[ -e $r ]] || continue
+    id=${r#/var/lib/cni/results/"$KUBE_CNI_NETWORK"-}; id=${id%-*}
+    rm -f "$r" /var/lib/cni/results/cni-loopback-"$id"-lo
+  done
+}
+
+# remove_node_netns deletes the node's namespace, and /run/netns when up
+# created it: `ip netns add` leaves it a bind mount on itself.
+remove_node_netns() {
+  if [[ -e $KUBE_NETNS_PATH ]]; then
+    ip netns delete "$KUBE_NETNS" || kube_log "ip netns delete $KUBE_NETNS failed"
+  fi
+  grep -qxF /run/netns "$KUBE_CREATED" 2>/dev/null || return 0
+  [[ -d /run/netns ]] || return 0
+  local left
+  left=$(find /run/netns -mindepth 1 -maxdepth 1 -printf '%f ')
+  if [[ -n $left ]]; then
+    kube_log "/run/netns is not empty ($left); leaving it"
+    return 0
+  fi
+  while mountpoint -q /run/netns; do umount /run/netns || { kube_log "cannot unmount /run/netns"; return 0; }; done
+  rmdir /run/netns || kube_log "cannot remove /run/netns"
+}
+
 # remove_outside removes what the kubelet writes outside its root dir: the
 # /var/log/containers links into our pod logs, and the directories that up
 # recorded as created (deepest first).
@@ -93,6 +136,7 @@ remove_outside() {
   sort -r "$KUBE_CREATED" | while read -r p; do
     case $p in
       /sys/fs/cgroup/*) ;;  # remove_cgroups
+      /run/netns) ;;  # remove_node_netns
       # Shim sockets go to /run/containerd/s whatever the state dir; the
       # shims remove their own, leaving empty directories.
       /run/containerd) find /run/containerd -depth -type d -empty -delete 2>/dev/null ;;
@@ -106,6 +150,7 @@ main() {
   # The kubelet first, so nothing restarts containers; the control plane's
   # three take about 2 s each to stop, so they go together.
   stop kubelet 15
+  stop kube-proxy &
   stop kube-scheduler &
   stop kube-controller-manager &
   stop kube-apiserver &
@@ -120,6 +165,8 @@ main() {
   stop etcd
   unmount_work
   remove_cgroups
+  remove_pod_netns
+  remove_node_netns
   remove_outside
   if awk -v w="$KUBE_WORK/" 'index($5, w) == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
     kube_log "mounts remain under $KUBE_WORK; not removing its state"

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# kube-up.sh brings up, from nothing, a single-node Kubernetes cluster on
-# 127.0.0.1 for the e2e-kube suite: etcd, containerd + runc + the
-# containernetworking plugins from Debian, and kube-apiserver,
-# kube-controller-manager, kube-scheduler and kubelet built by hack/tools.sh.
+# kube-up.sh brings up, from nothing, a single-node Kubernetes cluster for
+# the e2e-kube suite in a network namespace of its own ($KUBE_NETNS): etcd,
+# containerd + runc + the containernetworking plugins from Debian, and
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
+# kube-proxy (nftables mode) built by hack/tools.sh. Every process runs in
+# that namespace, which has no link or route to the host's namespace: the
+# node IP is on a veth pair whose both ends stay inside, pods get IPs from the
+# bridge + host-local plugins, and kube-proxy programs the ClusterIPs.
 # All state lives in $KUBESKEL_KUBE_WORK (default test/kube/.work); every
 # process is recorded in pids/ so hack/kube-down.sh can stop it by PID.
-#
-# Network is loopback only: no kube-proxy and no CNI bridge, so only
-# host-network pods can serve; the node runs one replica of a port at a time.
 #
 #   hack/kube-up.sh            # then: source test/kube/.work/env.sh
 set -o errexit -o pipefail -o nounset
 # shellcheck source=hack/kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 
-DEBIAN_PACKAGES=(etcd-server containerd runc containernetworking-plugins)
+DEBIAN_PACKAGES=(etcd-server containerd runc containernetworking-plugins nftables)
 
 install_packages() {
   local missing=() p
@@ -31,15 +32,37 @@ install_packages() {
     { cat "$KUBE_LOGS/apt.log" >&2; kube_die "apt-get install ${missing[*]} failed"; }
 }
 
-# check_ports fails early, and by name, when a port the cluster or the
-# chart's values (test/kube/values-node.yaml) listen on is taken.
-check_ports() {
-  local p busy=()
-  for p in "$KUBE_ETCD_PORT" "$KUBE_ETCD_PEER_PORT" "$KUBE_APISERVER_PORT" "$KUBE_KUBELET_PORT" \
-    "$KUBE_KUBELET_HEALTHZ_PORT" "$KUBE_CM_PORT" "$KUBE_SCHEDULER_PORT" 18080 18081; do
-    ss -Hltn "sport = :$p" | grep -q . && busy+=("$p")
-  done
-  ((${#busy[@]} == 0)) || kube_die "ports in use on this machine: ${busy[*]} ($(ss -Hltnp | grep -E ":($(IFS='|'; echo "${busy[*]}")) " | tr -s ' ' | cut -d' ' -f4,6 | tr '\n' ';'))"
+# netns_up creates the node's network namespace: loopback, the node IP on a
+# veth pair with both ends inside, and a route for the service CIDR (without
+# it a connection to a ClusterIP fails with "Network is unreachable" before
+# kube-proxy's NAT sees it). It then asserts the namespace is isolated.
+netns_up() {
+  if [[ -e $KUBE_NETNS_PATH ]]; then
+    kube_log "network namespace $KUBE_NETNS left from an earlier run; deleting it"
+    ip netns delete "$KUBE_NETNS" || kube_die "ip netns delete $KUBE_NETNS failed"
+  fi
+  # /run/netns is made by `ip netns add` as a bind mount on itself; down
+  # unmounts and removes it only when it was not there before.
+  record_outside /run/netns
+  # The pods' namespaces (cni-*) there that this run did not create.
+  compgen -G '/run/netns/cni-*' >"$KUBE_WORK/cni-netns-before" || true
+  ip netns add "$KUBE_NETNS" || kube_die "ip netns add $KUBE_NETNS failed"
+  kube_ns ip link set lo up
+  kube_ns ip link add "$KUBE_NODE_IF" type veth peer name "${KUBE_NODE_IF}p"
+  kube_ns ip addr add "$KUBE_NODE_IP/24" dev "$KUBE_NODE_IF"
+  kube_ns ip link set "$KUBE_NODE_IF" up
+  kube_ns ip link set "${KUBE_NODE_IF}p" up
+  kube_ns ip route add "$KUBE_SERVICE_CIDR" dev "$KUBE_NODE_IF" src "$KUBE_NODE_IP"
+  kube_check_isolated created || kube_die "network namespace $KUBE_NETNS is not isolated"
+  # Control: with a default route the same check must fail.
+  kube_ns ip route add default dev "$KUBE_NODE_IF"
+  if kube_check_isolated created 2>/dev/null; then
+    kube_die "control: kube_check_isolated passed a namespace with a default route"
+  fi
+  kube_log "control: the isolation check fails once a default route is added"
+  kube_ns ip route del default dev "$KUBE_NODE_IF"
+  kube_check_isolated created || kube_die "network namespace $KUBE_NETNS is not isolated after the control"
+  kube_log "network namespace $KUBE_NETNS: node IP $KUBE_NODE_IP on $KUBE_NODE_IF, no default route, links: $(kube_ns ip -o link show | awk -F': ' '{printf "%s ", $2}')"
 }
 
 # record_outside PATH: note PATH as created by this cluster when it does not
@@ -48,11 +71,13 @@ record_outside() {
   [[ -e $1 ]] || echo "$1" >>"$KUBE_CREATED"
 }
 
-# start NAME COMMAND...: run a component in its own session (so a Ctrl-C on
-# make leaves the ordered teardown to kube-down.sh), log to logs/NAME.log.
+# start NAME COMMAND...: run a component in the node's network namespace, in
+# its own session (so a Ctrl-C on make leaves the ordered teardown to
+# kube-down.sh), log to logs/NAME.log. setsid and nsenter both exec, so the
+# recorded PID is the component's.
 start() {
   local name=$1; shift
-  setsid "$@" >"$KUBE_LOGS/$name.log" 2>&1 </dev/null &
+  setsid nsenter --net="$KUBE_NETNS_PATH" -- "$@" >"$KUBE_LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$KUBE_PIDS/$name.pid"
   kube_log "started $name (pid $!)"
 }
@@ -89,13 +114,14 @@ pki() {
   openssl ecparam -name prime256v1 -genkey -noout -out "$d/sa.key" 2>/dev/null
   openssl ec -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
   cert apiserver /CN=kube-apiserver serverAuth \
-    "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1"
+    "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:${KUBE_SERVICE_CIDR%.0/*}.1"
   cert admin "/O=system:masters/CN=kubernetes-admin" clientAuth
   cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
   cert controller-manager /CN=system:kube-controller-manager clientAuth
   cert scheduler /CN=system:kube-scheduler clientAuth
   cert kubelet "/O=system:nodes/CN=system:node:$KUBE_NODE" clientAuth
-  cert kubelet-serving "/CN=$KUBE_NODE" serverAuth "subjectAltName=IP:127.0.0.1,DNS:localhost"
+  cert kubelet-serving "/CN=$KUBE_NODE" serverAuth "subjectAltName=IP:$KUBE_NODE_IP,DNS:$KUBE_NODE"
+  cert kube-proxy /CN=system:kube-proxy clientAuth
 }
 
 # cert NAME SUBJECT USAGE [EXTRA-EXTENSION]
@@ -137,10 +163,29 @@ EOF
 
 containerd_config() {
   mkdir -p "$KUBE_WORK/cni/net.d" "$KUBE_WORK/containerd"
-  # The runtime reports NetworkReady only with a CNI config; loopback is the
-  # one that needs no bridge. Host-network pods never call it anyway.
-  cat >"$KUBE_WORK/cni/net.d/10-loopback.conf" <<EOF
-{"cniVersion": "0.3.1", "name": "lo", "type": "loopback"}
+  # Pods on a bridge in the node's namespace, IPs from host-local (its
+  # allocations under the work folder). kube-proxy does the Service NAT, so
+  # no masquerade here; hairpin lets a pod reach itself through a ClusterIP.
+  cat >"$KUBE_WORK/cni/net.d/10-$KUBE_CNI_NETWORK.conflist" <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "$KUBE_CNI_NETWORK",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$KUBE_CNI_BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$KUBE_POD_CIDR"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$KUBE_WORK/cni/ipam"
+      }
+    }
+  ]
+}
 EOF
   # restrict_oom_score_adj: root here lacks CAP_SYS_RESOURCE, so without it
   # every sandbox fails ("can't get final child's PID from pipe: EOF").
@@ -164,7 +209,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   sandbox_image = "$KUBE_PAUSE_IMAGE"
   restrict_oom_score_adj = true
   disable_apparmor = true
-  stream_server_address = "127.0.0.1"
+  stream_server_address = "$KUBE_NODE_IP"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -185,7 +230,7 @@ kubelet_config() {
   cat >"$KUBE_WORK/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $KUBE_NODE_IP
 port: $KUBE_KUBELET_PORT
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -219,6 +264,32 @@ logging:
 EOF
 }
 
+# kube_proxy_config: nftables mode. In a non-initial network namespace
+# nf_conntrack_max is read-only, so kube-proxy must not touch the conntrack
+# sysctls (maxPerCore, min and both TCP timeouts 0); oomScoreAdj 0 because
+# root here lacks CAP_SYS_RESOURCE.
+kube_proxy_config() {
+  cat >"$KUBE_WORK/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clusterCIDR: $KUBE_POD_CIDR
+hostnameOverride: $KUBE_NODE
+clientConnection:
+  kubeconfig: $KUBE_WORK/kube-proxy.kubeconfig
+metricsBindAddress: 127.0.0.1:$KUBE_PROXY_METRICS_PORT
+healthzBindAddress: 127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT
+oomScoreAdj: 0
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+iptables:
+  localhostNodePorts: false
+EOF
+}
+
 main() {
   if [[ -d $KUBE_PIDS ]] && compgen -G "$KUBE_PIDS/*.pid" >/dev/null; then
     kube_log "a previous cluster's state is in $KUBE_WORK; tearing it down first"
@@ -227,7 +298,6 @@ main() {
   ((${#KUBE_CONTAINERD_SOCK} < 100)) ||
     kube_die "work folder path too long for a unix socket: $KUBE_CONTAINERD_SOCK (set KUBESKEL_KUBE_WORK)"
   [[ $(id -u) == 0 ]] || kube_die "needs root (containerd, runc, mounts, cgroups)"
-  check_ports
   if awk -v w="$KUBE_WORK/" 'index($5, w) == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
     kube_die "mounts remain under $KUBE_WORK from an earlier run; unmount them (or run hack/kube-down.sh)"
   fi
@@ -235,11 +305,12 @@ main() {
   mkdir -p "$KUBE_LOGS" "$KUBE_PIDS" "$KUBE_RUN"
   : >"$KUBE_CREATED"
   install_packages
+  netns_up
 
   local bin
   bin=$("$KUBE_REPO/hack/tools.sh" kube-bin-dir)
   local b
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy; do
     [[ -x $bin/$b ]] || kube_die "$bin/$b missing"
   done
 
@@ -249,16 +320,20 @@ main() {
   record_outside /var/lib/kubelet
   record_outside /var/lib/kubelet/device-plugins
   record_outside /run/containerd
+  # libcni's cache of the pods' CNI results.
+  record_outside /var/lib/cni
   local c
   for c in /sys/fs/cgroup/*/; do record_outside "${c}k8s.io"; done
 
   kube_log "generating PKI and configuration in $KUBE_WORK"
   pki
-  for c in admin controller-manager scheduler kubelet; do kubeconfig "$c"; done
+  for c in admin controller-manager scheduler kubelet kube-proxy; do kubeconfig "$c"; done
   containerd_config
   kubelet_config
+  kube_proxy_config
   cat >"$KUBE_WORK/env.sh" <<EOF
-# source this file to talk to the e2e-kube cluster
+# source this file to talk to the e2e-kube cluster; run kubectl, helm and
+# curl in its network namespace: nsenter --net=$KUBE_NETNS_PATH -- kubectl ...
 export KUBECONFIG=$KUBE_ADMIN_KUBECONFIG
 export CONTAINERD_ADDRESS=$KUBE_CONTAINERD_SOCK
 export CONTAINERD_NAMESPACE=k8s.io
@@ -275,7 +350,7 @@ EOF
     --initial-cluster "e2e=http://127.0.0.1:$KUBE_ETCD_PEER_PORT" \
     --listen-metrics-urls "" --log-level warn
   start containerd containerd --config "$KUBE_WORK/containerd/config.toml"
-  wait_for etcd "etcd healthy" 30 curl -fsS "http://127.0.0.1:$KUBE_ETCD_PORT/health"
+  wait_for etcd "etcd healthy" 30 kube_ns curl -fsS "http://127.0.0.1:$KUBE_ETCD_PORT/health"
 
   start kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$KUBE_ETCD_PORT" \
@@ -285,15 +360,15 @@ EOF
     --service-account-key-file "$KUBE_PKI/sa.pub" \
     --service-account-signing-key-file "$KUBE_PKI/sa.key" \
     --service-account-issuer https://kubernetes.default.svc \
-    --service-cluster-ip-range 10.0.0.0/24 \
+    --service-cluster-ip-range "$KUBE_SERVICE_CIDR" \
     --authorization-mode Node,RBAC \
     --kubelet-client-certificate "$KUBE_PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$KUBE_PKI/apiserver-kubelet-client.key" \
-    --kubelet-preferred-address-types Hostname \
+    --kubelet-preferred-address-types InternalIP \
     --endpoint-reconciler-type none \
     --allow-privileged \
     --profiling=false
-  local kubectl=("$bin/kubectl" --kubeconfig "$KUBE_ADMIN_KUBECONFIG")
+  local kubectl=(kube_ns "$bin/kubectl" --kubeconfig "$KUBE_ADMIN_KUBECONFIG")
   wait_for kube-apiserver "kube-apiserver ready" 90 "${kubectl[@]}" get --raw /readyz
 
   start kube-controller-manager "$bin/kube-controller-manager" \
@@ -302,6 +377,7 @@ EOF
     --authorization-kubeconfig "$KUBE_WORK/controller-manager.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$KUBE_CM_PORT" \
     --leader-elect=false \
+    --allocate-node-cidrs=false \
     --service-account-private-key-file "$KUBE_PKI/sa.key" \
     --root-ca-file "$KUBE_PKI/ca.crt" \
     --use-service-account-credentials \
@@ -314,7 +390,7 @@ EOF
     --leader-elect=false \
     --profiling=false
 
-  wait_for containerd "containerd serving" 30 ctr --address "$KUBE_CONTAINERD_SOCK" version
+  wait_for containerd "containerd serving" 30 kube_ns ctr --address "$KUBE_CONTAINERD_SOCK" version
   # The pause image must be there before the kubelet starts its first pod.
   "$KUBE_REPO/hack/kube-images.sh" pause
 
@@ -322,15 +398,21 @@ EOF
     --config "$KUBE_WORK/kubelet.yaml" \
     --kubeconfig "$KUBE_WORK/kubelet.kubeconfig" \
     --root-dir "$KUBE_KUBELET_ROOT" \
-    --hostname-override "$KUBE_NODE"
+    --hostname-override "$KUBE_NODE" \
+    --node-ip "$KUBE_NODE_IP"
   wait_for kubelet "node $KUBE_NODE Ready" 90 \
     "${kubectl[@]}" wait --for=condition=Ready "node/$KUBE_NODE" --timeout=1s
   # Scheduling needs the not-ready taint gone and the default service account
   # to exist; both come from the controller manager.
   wait_for kube-controller-manager "node untainted" 60 \
-    bash -c "[[ -z \$(${kubectl[*]} get node $KUBE_NODE -o jsonpath='{.spec.taints}') ]]"
+    kube_ns bash -c "[[ -z \$('$bin/kubectl' --kubeconfig '$KUBE_ADMIN_KUBECONFIG' get node $KUBE_NODE -o jsonpath='{.spec.taints}') ]]"
   wait_for kube-controller-manager "service account default/default exists" 60 \
     "${kubectl[@]}" -n default get serviceaccount default
+  # kube-proxy reads its node (and so the node IP) from the apiserver; the
+  # first nftables sync logs "Failed to list existing sets": harmless.
+  start kube-proxy "$bin/kube-proxy" --config "$KUBE_WORK/kube-proxy.yaml"
+  wait_for kube-proxy "kube-proxy healthy" 60 kube_ns curl -fsS "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
+  wait_for kube-proxy "kube-proxy's nftables table programmed" 30 kube_ns nft list table ip kube-proxy
   kube_log "cluster up; source $KUBE_WORK/env.sh"
 }
 

@@ -6,7 +6,8 @@
 #   hack/tools.sh helm                 -> path to helm v3.22.0
 #   hack/tools.sh golangci-lint        -> path to golangci-lint v2.15.0
 #   hack/tools.sh kube-apiserver       -> path (also: kubectl, kubelet,
-#                                         kube-controller-manager, kube-scheduler)
+#                                         kube-controller-manager, kube-scheduler,
+#                                         kube-proxy)
 #
 # The cache lives in ${KUBESKEL_CACHE:-$HOME/.cache/kubeskel}; delete it to rebuild.
 set -o errexit -o pipefail -o nounset
@@ -15,7 +16,7 @@ HELM_VERSION=v3.22.0
 GOLANGCI_LINT_VERSION=v2.15.0
 KUBE_VERSION=v1.37.2
 CACHE=${KUBESKEL_CACHE:-${HOME:-/root}/.cache/kubeskel}
-KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
 
 log() { echo "tools.sh: $*" >&2; }
 
@@ -42,15 +43,17 @@ build_golangci_lint() {
   echo "$dir/golangci-lint"
 }
 
-# build_kube builds all five Kubernetes binaries at once (they share most of
-# the build) from a scratch module that maps every staging module to the
-# matching v0.x release, as k8s.io/kubernetes' own go.mod does with paths.
+# build_kube builds the Kubernetes binaries (they share most of the build)
+# from a scratch module that maps every staging module to the matching v0.x
+# release, as k8s.io/kubernetes' own go.mod does with paths. Only the
+# binaries missing from the cache are built, so adding one to KUBE_BINARIES
+# does not rebuild the others.
 build_kube() {
   local dir="$CACHE/kubernetes-$KUBE_VERSION"
-  local missing=0 b
-  for b in "${KUBE_BINARIES[@]}"; do [[ -x "$dir/bin/$b" ]] || missing=1; done
-  if (( missing )); then
-    log "building Kubernetes $KUBE_VERSION binaries into $dir (8-13 minutes cold)"
+  local missing=() b
+  for b in "${KUBE_BINARIES[@]}"; do [[ -x "$dir/bin/$b" ]] || missing+=("$b"); done
+  if (( ${#missing[@]} )); then
+    log "building Kubernetes $KUBE_VERSION ${missing[*]} into $dir (8-13 minutes cold for all six)"
     local mod="$dir/module" staging="v0.${KUBE_VERSION#v1.}"
     mkdir -p "$mod" "$dir/bin"
     local gomod
@@ -70,7 +73,7 @@ build_kube() {
       cd "$mod"
       GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true
       local pkgs=()
-      for b in "${KUBE_BINARIES[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+      for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
       GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$KUBE_VERSION" >&2
       CGO_ENABLED=0 GOBIN="$dir/bin" GOFLAGS=-mod=mod go install -trimpath \
         -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#v1.}" \
@@ -84,7 +87,7 @@ case "${1:-}" in
   helm) build_helm ;;
   golangci-lint) build_golangci_lint ;;
   kube-bin-dir) build_kube ;;
-  kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl) echo "$(build_kube)/$1" ;;
+  kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|kube-proxy) echo "$(build_kube)/$1" ;;
   all) build_helm >/dev/null; build_golangci_lint >/dev/null; build_kube >/dev/null ;;
-  *) echo "usage: $0 helm|golangci-lint|kube-bin-dir|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|all" >&2; exit 2 ;;
+  *) echo "usage: $0 helm|golangci-lint|kube-bin-dir|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|kube-proxy|all" >&2; exit 2 ;;
 esac

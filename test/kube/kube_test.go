@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,6 +141,14 @@ func (s *suite) rollout(ctx context.Context, t *testing.T) {
 // readyPod returns the one Ready, not terminating pod of the release.
 func (s *suite) readyPod(ctx context.Context, t *testing.T) podInfo {
 	t.Helper()
+	pods := s.readyPods(ctx, t, 1)
+	return pods[0]
+}
+
+// readyPods waits up to a minute for exactly n Ready, not terminating pods
+// of the release and returns them.
+func (s *suite) readyPods(ctx context.Context, t *testing.T, n int) []podInfo {
+	t.Helper()
 	var list struct {
 		Items []json.RawMessage `json:"items"`
 	}
@@ -154,11 +164,11 @@ func (s *suite) readyPod(ctx context.Context, t *testing.T) podInfo {
 				ready = append(ready, p)
 			}
 		}
-		if len(ready) == 1 {
-			return ready[0]
+		if len(ready) == n {
+			return ready
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("want exactly one Ready pod of release %s, have %d:\n%s", release, len(ready), out)
+			t.Fatalf("want exactly %d Ready pods of release %s, have %d:\n%s", n, release, len(ready), out)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -229,10 +239,15 @@ func parsePod(t *testing.T, raw json.RawMessage) (podInfo, bool) {
 	if p.appDelay, err = time.ParseDuration(p.env["APP_PRESTOP_DELAY"]); err != nil {
 		t.Fatalf("pod %s: APP_PRESTOP_DELAY: %v", p.name, err)
 	}
-	p.adminAddr = p.env["APP_ADMIN_ADDR"]
-	if p.containerID == "" || p.adminAddr == "" {
-		t.Fatalf("pod %s: no container ID or APP_ADMIN_ADDR", p.name)
+	// The pod listens on its pod IP: the admin port is reached there.
+	_, adminPort, err := net.SplitHostPort(p.env["APP_ADMIN_ADDR"])
+	if err != nil {
+		t.Fatalf("pod %s: APP_ADMIN_ADDR: %v", p.name, err)
 	}
+	if p.containerID == "" || pod.Status.PodIP == "" {
+		t.Fatalf("pod %s: no container ID or pod IP", p.name)
+	}
+	p.adminAddr = net.JoinHostPort(pod.Status.PodIP, adminPort)
 	return p, true
 }
 
@@ -249,6 +264,19 @@ func (s *suite) terminateAndCheck(ctx context.Context, t *testing.T, how string,
 	t.Log("\n" + tl)
 	s.saveArtifact(t, strings.ReplaceAll(t.Name(), "/", "_")+".timeline.txt", tl)
 	return check(obs)
+}
+
+// serviceURL returns the http:// URL of the release's traffic Service at its
+// ClusterIP, which kube-proxy routes to the ready pods.
+func (s *suite) serviceURL(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	out := s.mustKubectl(ctx, t, "-n", s.ns, "get", "service", deployment,
+		"-o", `jsonpath={.spec.clusterIP} {.spec.ports[?(@.name=="http")].port}`)
+	ip, port, ok := strings.Cut(strings.TrimSpace(out), " ")
+	if !ok || net.ParseIP(ip) == nil || port == "" {
+		t.Fatalf("service %s: clusterIP and port = %q", deployment, out)
+	}
+	return "http://" + net.JoinHostPort(ip, port) + "/"
 }
 
 func (s *suite) saveArtifact(t *testing.T, name, text string) {
@@ -295,9 +323,14 @@ func TestKube(t *testing.T) {
 			s.mustHelm(ctx, t, "install", release, s.chart, "-n", s.ns, "-f", s.values)
 			s.rollout(ctx, t)
 			pod := s.readyPod(ctx, t)
-			body := httpGet(t, "http://127.0.0.1:18080/")
+			url := s.serviceURL(ctx, t)
+			// A Ready pod is routable only once kube-proxy has synced its
+			// endpoint (it syncs at most once a second); until then the
+			// ClusterIP refuses connections.
+			s.waitRouted(ctx, t, url)
+			body := httpGet(t, url)
 			if !strings.Contains(body, pod.name) {
-				t.Errorf("GET / = %q, want it to name pod %s", body, pod.name)
+				t.Errorf("GET %s = %q, want it to name pod %s", url, body, pod.name)
 			}
 		}, true},
 		{"memory-limit", func(t *testing.T) {
@@ -325,9 +358,46 @@ func TestKube(t *testing.T) {
 			}
 		}, false},
 		{"helm-test", func(t *testing.T) {
+			// No cluster DNS: the test pod probes the Service's ClusterIP.
+			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values,
+				"--set", "tests.url="+s.serviceURL(ctx, t))
+			s.rollout(ctx, t)
 			out := s.mustHelm(ctx, t, "test", release, "-n", s.ns, "--timeout", "2m")
 			t.Logf("helm test:\n%s", out)
 		}, false},
+		{"clusterip-routing", func(t *testing.T) {
+			// Three replicas behind the ClusterIP: kube-proxy's rules must
+			// spread new connections over all of them.
+			const replicas = 3
+			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values,
+				"--set", fmt.Sprintf("replicaCount=%d", replicas))
+			s.rollout(ctx, t)
+			want := map[string]bool{}
+			for _, p := range s.readyPods(ctx, t, replicas) {
+				want[p.name] = true
+			}
+			url := s.serviceURL(ctx, t)
+			// The suite runs in the node's namespace: kube-proxy's nftables
+			// table there must hold the ClusterIP.
+			out, err := s.run(ctx, 30*time.Second, "nft", "list", "table", "ip", "kube-proxy")
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := neturl.Parse(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clusterIP := u.Hostname()
+			if !strings.Contains(out, clusterIP) {
+				t.Fatalf("kube-proxy's nftables table has no rule for ClusterIP %s:\n%s", clusterIP, out)
+			}
+			seen := s.spread(ctx, t, url, want)
+			if len(seen) != replicas {
+				t.Errorf("requests through the ClusterIP reached %d of %d replicas: %v", len(seen), replicas, seen)
+			}
+			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
+			s.rollout(ctx, t)
+		}, true},
 		{"delete-pod", func(t *testing.T) {
 			for _, p := range s.terminateAndCheck(ctx, t, "kubectl delete pod", s.deletePod(ctx)) {
 				t.Error(p)
@@ -407,6 +477,75 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// waitRouted waits up to 30 s for GET url to answer 200 and logs how long
+// that took.
+func (s *suite) waitRouted(ctx context.Context, t *testing.T, url string) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	start := time.Now()
+	var last error
+	for time.Since(start) < 30*time.Second {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Logf("%s answered 200 %.2fs after the rollout", url, time.Since(start).Seconds())
+				return
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("GET %s: no 200 within 30s of the rollout; last: %v", url, last)
+}
+
+// spread sends GET url on a new connection each, every 50 ms for at most a
+// minute (kube-proxy may take a second or more to add a new pod's
+// endpoint), until the bodies have named every pod in want, and returns how
+// many answers named each pod. A failed request, or a body naming no pod of
+// want, fails the test.
+func (s *suite) spread(ctx context.Context, t *testing.T, url string, want map[string]bool) map[string]int {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	seen := map[string]int{}
+	deadline := time.Now().Add(time.Minute)
+	for i := 0; i < 1200 && len(seen) < len(want) && time.Now().Before(deadline); i++ {
+		if i > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s (request %d): %v", url, i+1, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s (request %d): %s, %v: %s", url, i+1, resp.Status, err, body)
+		}
+		named := ""
+		for name := range want {
+			if strings.Contains(string(body), name) {
+				named = name
+			}
+		}
+		if named == "" {
+			t.Fatalf("GET %s (request %d) = %q, names none of the ready pods %v", url, i+1, body, want)
+		}
+		seen[named]++
+	}
+	t.Logf("GET %s on new connections: answers per pod %v", url, seen)
+	return seen
 }
 
 func httpGet(t *testing.T, url string) string {

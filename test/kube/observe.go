@@ -27,7 +27,7 @@ type podInfo struct {
 	name        string
 	uid         string
 	containerID string // without the "containerd://" prefix
-	adminAddr   string // APP_ADMIN_ADDR
+	adminAddr   string // the pod IP and APP_ADMIN_ADDR's port
 	grace       time.Duration
 	// preStopSleep is the kubelet's native preStop sleep; 0 when none.
 	preStopSleep time.Duration
@@ -102,6 +102,7 @@ type watchEvent struct {
 
 type podStatus struct {
 	Phase      string `json:"phase"`
+	PodIP      string `json:"podIP"`
 	Conditions []struct {
 		Type   string `json:"type"`
 		Status string `json:"status"`
