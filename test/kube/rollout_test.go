@@ -35,7 +35,7 @@ type exitWatch struct {
 
 // watchExits runs `kubectl get pods -w` until ctx ends; the returned
 // function waits for the watcher to exit (ctx kills it).
-func (s *suite) watchExits(ctx context.Context, t *testing.T) (*exitWatch, func()) {
+func (s *suite) watchExits(ctx context.Context, t *testing.T, prop *propagation) (*exitWatch, func()) {
 	t.Helper()
 	w := &exitWatch{terminating: map[string]bool{}, exit: map[string]int{}, reason: map[string]string{}}
 	cmd := s.command(ctx, s.kubectlBin, "-n", s.ns, "get", "pods", "-l", "app.kubernetes.io/instance="+release,
@@ -69,6 +69,7 @@ func (s *suite) watchExits(ctx context.Context, t *testing.T) (*exitWatch, func(
 			name := ev.Object.Metadata.Name
 			if ev.Object.Metadata.DeletionTimestamp != nil {
 				w.terminating[name] = true
+				prop.podDeleted(name, time.Now())
 			}
 			for _, c := range ev.Object.Status.ContainerStatuses {
 				if c.Name == containerName && c.State.Terminated != nil {
@@ -95,6 +96,8 @@ type rolloutOutcome struct {
 	exits        map[string]int
 	reasons      map[string]string
 	missingExit  []string
+	propagation  string
+	lags         []time.Duration
 }
 
 // rolloutUnderLoad installs the chart with 3 replicas (plus sets), runs the
@@ -121,8 +124,17 @@ func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, de
 	s.spread(ctx, t, url, want)
 
 	wctx, stopWatch := context.WithCancel(ctx)
-	w, waitWatch := s.watchExits(wctx, t)
-	defer func() { stopWatch(); waitWatch() }()
+	prop := newPropagation()
+	w, waitWatch := s.watchExits(wctx, t, prop)
+	waitSlices := s.watchEndpointSlices(wctx, t, prop)
+	metricsDone := make(chan struct{})
+	go func() {
+		defer close(metricsDone)
+		prop.pollProxyMetrics(wctx, "http://127.0.0.1:"+envOr("KUBESKEL_KUBE_PROXY_METRICS_PORT", "10249")+"/metrics")
+	}()
+	// Watchers must not outlive the run: stop and wait for all of them.
+	stopAll := func() { stopWatch(); waitWatch(); waitSlices(); <-metricsDone }
+	defer stopAll()
 
 	l := newLoad(loadConfig{
 		URL:      strings.TrimSuffix(url, "/"),
@@ -163,8 +175,8 @@ func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, de
 	o.sum = l.summarize()
 	o.rate = float64(o.sum.requests) / elapsed.Seconds()
 
-	stopWatch()
-	waitWatch()
+	stopAll()
+	o.propagation, o.lags = prop.timeline()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	o.terminations = len(w.terminating)
@@ -205,6 +217,7 @@ func (o rolloutOutcome) table(title string) string {
 		o.sum.p99.Round(time.Microsecond), o.sum.slowP99.Round(time.Millisecond), o.sum.max.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  %-22s %d (%d rollout restarts x %d replicas, %d pod deletes)\n", "terminations", o.terminations, o.restarts, loadReplicas, o.deletes)
 	fmt.Fprintf(&b, "  %-22s %v (pod status; no exit seen: %v)\n", "exit codes", codes, o.missingExit)
+	b.WriteString(o.propagation)
 	return b.String()
 }
 
