@@ -156,12 +156,6 @@ func (l *load) run(ctx context.Context) {
 	wg.Wait()
 }
 
-// remaining is the scheduled time left until the last request is launched.
-func (l *load) remaining() time.Duration {
-	end := l.start.Add(time.Duration(l.cfg.Total) * (time.Second / time.Duration(l.cfg.Rate)))
-	return time.Until(end)
-}
-
 func (l *load) do(i int, scheduled time.Time) result {
 	r := result{kind: kindRoot, sent: true}
 	var req *http.Request
