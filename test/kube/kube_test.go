@@ -398,6 +398,30 @@ func TestKube(t *testing.T) {
 			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
 			s.rollout(ctx, t)
 		}, true},
+		{"rollout-under-load", func(t *testing.T) {
+			o := s.rolloutUnderLoad(ctx, t, 3, 2)
+			table := o.table("rollout under load (chart defaults, APP_PRESTOP_DELAY=5s)")
+			t.Log("\n" + table)
+			s.saveArtifact(t, "rollout-under-load.txt", table)
+			for _, p := range o.problems() {
+				t.Error(p)
+			}
+			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
+			s.rollout(ctx, t)
+		}, true},
+		{"control-no-prestop-delay-under-load", func(t *testing.T) {
+			// The seed's pattern: Shutdown at SIGTERM, while kube-proxy still
+			// routes new connections and conntrack pins old ones to the pod.
+			o := s.rolloutUnderLoad(ctx, t, 1, 1, "lifecycle.preStopDelay=0s")
+			table := o.table("control: APP_PRESTOP_DELAY=0s")
+			t.Log("\n" + table)
+			s.saveArtifact(t, "control-no-prestop-delay.txt", table)
+			if o.sum.failed() == 0 {
+				t.Errorf("control: no failed request with APP_PRESTOP_DELAY=0s over %d requests; the harness cannot see the drop it guards against", o.sum.requests)
+			}
+			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
+			s.rollout(ctx, t)
+		}, true},
 		{"delete-pod", func(t *testing.T) {
 			for _, p := range s.terminateAndCheck(ctx, t, "kubectl delete pod", s.deletePod(ctx)) {
 				t.Error(p)

@@ -1,0 +1,245 @@
+//go:build kube
+
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Rollout under load: the real chart with 3 replicas behind its ClusterIP,
+// an open-loop keep-alive load through kube-proxy from the node's namespace,
+// and rollout restarts and pod deletes while it runs.
+const (
+	loadReplicas = 3
+	loadRate     = 600 // requests per second
+	loadConns    = 16  // keep-alive pool: several connections pinned to each pod
+	loadMaxTime  = 4 * time.Minute
+)
+
+// exitWatch records, from a pod watch, every pod that was marked for
+// deletion and the exit code its app container ended with.
+type exitWatch struct {
+	mu          sync.Mutex
+	terminating map[string]bool
+	exit        map[string]int
+	reason      map[string]string
+}
+
+// watchExits runs `kubectl get pods -w` until ctx ends; the returned
+// function waits for the watcher to exit (ctx kills it).
+func (s *suite) watchExits(ctx context.Context, t *testing.T, prop *propagation) (*exitWatch, func()) {
+	t.Helper()
+	w := &exitWatch{terminating: map[string]bool{}, exit: map[string]int{}, reason: map[string]string{}}
+	cmd := s.command(ctx, s.kubectlBin, "-n", s.ns, "get", "pods", "-l", "app.kubernetes.io/instance="+release,
+		"-w", "--output-watch-events", "-o", "json")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dec := json.NewDecoder(out)
+		for {
+			var ev struct {
+				Object struct {
+					Metadata struct {
+						Name              string     `json:"name"`
+						DeletionTimestamp *time.Time `json:"deletionTimestamp"`
+					} `json:"metadata"`
+					Status podStatus `json:"status"`
+				} `json:"object"`
+			}
+			if err := dec.Decode(&ev); err != nil {
+				io.Copy(io.Discard, out)
+				return
+			}
+			w.mu.Lock()
+			name := ev.Object.Metadata.Name
+			if ev.Object.Metadata.DeletionTimestamp != nil {
+				w.terminating[name] = true
+				prop.podDeleted(name, time.Now())
+			}
+			for _, c := range ev.Object.Status.ContainerStatuses {
+				if c.Name == containerName && c.State.Terminated != nil {
+					w.exit[name] = c.State.Terminated.ExitCode
+					w.reason[name] = c.State.Terminated.Reason
+				}
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w, func() {
+		<-done
+		_ = cmd.Wait() // killed by ctx: the error says so
+	}
+}
+
+// rolloutOutcome is what one run under load measured.
+type rolloutOutcome struct {
+	sum          summary
+	rate         float64
+	restarts     int
+	deletes      int
+	terminations int
+	exits        map[string]int
+	reasons      map[string]string
+	missingExit  []string
+	propagation  string
+	lags         []time.Duration
+}
+
+// rolloutUnderLoad installs the chart with 3 replicas (plus sets), runs the
+// load through the ClusterIP while it restarts the rollout `restarts` times
+// and deletes a pod `deletes` times (each waited for with rollout status),
+// waits for every terminated pod to be gone, and stops the load.
+func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, deletes int, sets ...string) rolloutOutcome {
+	t.Helper()
+	args := []string{"upgrade", release, s.chart, "-n", s.ns, "-f", s.values,
+		"--set", fmt.Sprintf("replicaCount=%d", loadReplicas)}
+	for _, set := range sets {
+		args = append(args, "--set", set)
+	}
+	s.mustHelm(ctx, t, args...)
+	s.rollout(ctx, t)
+	// Pods the upgrade replaced still serve during their drain.
+	s.waitPodCount(ctx, t, loadReplicas)
+	want := map[string]bool{}
+	for _, p := range s.readyPods(ctx, t, loadReplicas) {
+		want[p.name] = true
+	}
+	url := s.serviceURL(ctx, t)
+	// All three routed before the load starts.
+	s.spread(ctx, t, url, want)
+
+	wctx, stopWatch := context.WithCancel(ctx)
+	prop := newPropagation()
+	w, waitWatch := s.watchExits(wctx, t, prop)
+	waitSlices := s.watchEndpointSlices(wctx, t, prop)
+	metricsDone := make(chan struct{})
+	go func() {
+		defer close(metricsDone)
+		prop.pollProxyMetrics(wctx, "http://127.0.0.1:"+envOr("KUBESKEL_KUBE_PROXY_METRICS_PORT", "10249")+"/metrics")
+	}()
+	// Watchers must not outlive the run: stop and wait for all of them.
+	stopAll := func() { stopWatch(); waitWatch(); waitSlices(); <-metricsDone }
+	defer stopAll()
+
+	l := newLoad(loadConfig{
+		URL:      strings.TrimSuffix(url, "/"),
+		Rate:     loadRate,
+		Total:    loadRate * int(loadMaxTime/time.Second),
+		Conns:    loadConns,
+		Timeout:  10 * time.Second,
+		SlowMax:  2 * time.Second,
+		SlowEvry: 50,
+		EchoEvry: 4,
+	})
+	lctx, stopLoad := context.WithTimeout(ctx, loadMaxTime+30*time.Second)
+	defer stopLoad()
+	go l.run(lctx)
+	time.Sleep(3 * time.Second)
+
+	var o rolloutOutcome
+	for i := 0; i < restarts; i++ {
+		s.mustKubectl(ctx, t, "-n", s.ns, "rollout", "restart", "deployment/"+deployment)
+		s.rollout(ctx, t)
+		o.restarts++
+	}
+	for i := 0; i < deletes; i++ {
+		pod := s.readyPods(ctx, t, loadReplicas)[0]
+		s.mustKubectl(ctx, t, "-n", s.ns, "delete", "pod", pod.name, "--wait=false")
+		s.rollout(ctx, t)
+		// rollout status may return before the new pod is Ready.
+		s.readyPods(ctx, t, loadReplicas)
+		o.deletes++
+	}
+	// Every terminating pod must be gone (its drain over) before the load
+	// stops, so the load covers each drain to the end.
+	s.waitPodCount(ctx, t, loadReplicas)
+	time.Sleep(2 * time.Second)
+	l.stop()
+	<-l.finished
+	elapsed := time.Since(l.start)
+	o.sum = l.summarize()
+	o.rate = float64(o.sum.requests) / elapsed.Seconds()
+
+	stopAll()
+	o.propagation, o.lags = prop.timeline()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	o.terminations = len(w.terminating)
+	o.exits, o.reasons = map[string]int{}, map[string]string{}
+	for name := range w.terminating {
+		code, ok := w.exit[name]
+		if !ok {
+			o.missingExit = append(o.missingExit, name)
+			continue
+		}
+		o.exits[name], o.reasons[name] = code, w.reason[name]
+	}
+	sort.Strings(o.missingExit)
+	return o
+}
+
+// waitPodCount waits up to 90 s until the release has exactly n pods, so
+// every terminating one is gone.
+func (s *suite) waitPodCount(ctx context.Context, t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, 90*time.Second, fmt.Sprintf("exactly %d pods (terminated ones gone)", n), func() bool {
+		out, err := s.kubectl(ctx, "-n", s.ns, "get", "pods", "-l", "app.kubernetes.io/instance="+release, "-o", "name")
+		return err == nil && len(strings.Fields(out)) == n
+	})
+}
+
+// table prints the summary like test/e2e's report.
+func (o rolloutOutcome) table(title string) string {
+	codes := map[int]int{}
+	for _, c := range o.exits {
+		codes[c]++
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n", title)
+	fmt.Fprintf(&b, "  %-22s %d (%.0f/s over %d keep-alive connections, through the ClusterIP)\n", "requests", o.sum.requests, o.rate, loadConns)
+	fmt.Fprintf(&b, "  %-22s %d: %s\n", "failures", o.sum.failed(), o.sum.failureLine())
+	fmt.Fprintf(&b, "  %-22s p50 %s, p99 %s, /slow p99 %s, max %s\n", "latency", o.sum.p50.Round(time.Microsecond),
+		o.sum.p99.Round(time.Microsecond), o.sum.slowP99.Round(time.Millisecond), o.sum.max.Round(time.Millisecond))
+	fmt.Fprintf(&b, "  %-22s %d (%d rollout restarts x %d replicas, %d pod deletes)\n", "terminations", o.terminations, o.restarts, loadReplicas, o.deletes)
+	fmt.Fprintf(&b, "  %-22s %v (pod status; no exit seen: %v)\n", "exit codes", codes, o.missingExit)
+	b.WriteString(o.propagation)
+	return b.String()
+}
+
+// checkClean lists what makes a run under load fail the pass criteria.
+func (o rolloutOutcome) problems() []string {
+	var bad []string
+	if n := o.sum.failed(); n != 0 {
+		bad = append(bad, fmt.Sprintf("%d failed requests: %s", n, o.sum.failureLine()))
+	}
+	if want := o.restarts*loadReplicas + o.deletes; o.terminations < want {
+		bad = append(bad, fmt.Sprintf("%d terminations seen, want at least %d", o.terminations, want))
+	}
+	if len(o.missingExit) > 0 {
+		bad = append(bad, fmt.Sprintf("no exit code seen for %v", o.missingExit))
+	}
+	for name, code := range o.exits {
+		if code != 0 {
+			bad = append(bad, fmt.Sprintf("pod %s exited %d (%s)", name, code, o.reasons[name]))
+		}
+	}
+	if o.rate < 500 {
+		bad = append(bad, fmt.Sprintf("load ran at %.0f requests/s, want at least 500", o.rate))
+	}
+	return bad
+}
