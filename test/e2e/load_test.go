@@ -47,6 +47,7 @@ const (
 	failReset    = "reset"
 	failEOF      = "eof"
 	failTimeout  = "timeout"
+	failH2Stream = "h2_stream_error"
 	failOther    = "other"
 	failBadBody  = "bad_body"
 	failRetried  = "client_retry"
@@ -55,14 +56,15 @@ const (
 	failStatusXX = "http_other"
 )
 
-var failKinds = []string{failRefused, failReset, failEOF, failTimeout, failOther, failStatus5x, failStatusXX, failBadBody, failRetried, failNotSent}
+var failKinds = []string{failRefused, failReset, failEOF, failTimeout, failH2Stream, failOther, failStatus5x, failStatusXX, failBadBody, failRetried, failNotSent}
 
 // loadConfig describes one open-loop run.
 type loadConfig struct {
 	URL      string        // frontend base URL
 	Rate     int           // requests per second, fixed (open loop)
 	Total    int           // requests in all
-	Conns    int           // keep-alive connection pool size
+	Conns    int           // keep-alive connection pool size (HTTP/1.1), or HTTP/2 connections
+	H2       bool          // HTTP/2 with prior knowledge (h2c), multiplexed
 	Timeout  time.Duration // per request
 	SlowMax  time.Duration // /slow durations spread over [SlowMax/10, SlowMax]
 	SlowEvry int           // one request in SlowEvry is /slow
@@ -74,7 +76,7 @@ type loadConfig struct {
 // failures and latency rather than as a lower request rate.
 type load struct {
 	cfg      loadConfig
-	client   *http.Client
+	clients  []*http.Client // request i uses clients[i%len(clients)]
 	results  []result
 	start    time.Time
 	launched atomic.Int64
@@ -95,10 +97,28 @@ func newLoad(cfg loadConfig) *load {
 		DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
 		ForceAttemptHTTP2:   false,
 	}
+	clients := []*http.Client{{Transport: tr, Timeout: cfg.Timeout}}
+	if cfg.H2 {
+		// One Transport per connection: Go's HTTP/2 Transport multiplexes
+		// every request to a host on one connection (it opens another only
+		// when the peer's stream limit is reached), so cfg.Conns transports
+		// give cfg.Conns multiplexed connections.
+		clients = nil
+		for range cfg.Conns {
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			h2 := &http.Transport{
+				Protocols:       &p,
+				IdleConnTimeout: 60 * time.Second,
+				DialContext:     (&net.Dialer{Timeout: time.Second}).DialContext,
+			}
+			clients = append(clients, &http.Client{Transport: h2, Timeout: cfg.Timeout})
+		}
+	}
 	body := bytes.Repeat([]byte("kubeskel-"), 113) // ~1 KiB
 	return &load{
 		cfg:      cfg,
-		client:   &http.Client{Transport: tr, Timeout: cfg.Timeout},
+		clients:  clients,
 		results:  make([]result, cfg.Total),
 		finished: make(chan struct{}),
 		body:     body,
@@ -179,7 +199,7 @@ func (l *load) do(i int, scheduled time.Time) result {
 	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
 	req = req.WithContext(httptrace.WithClientTrace(context.Background(), trace))
 
-	resp, err := l.client.Do(req)
+	resp, err := l.clients[i%len(l.clients)].Do(req)
 	if err != nil {
 		r.latency = time.Since(scheduled)
 		r.fail = classify(err)
@@ -222,6 +242,8 @@ func classify(err error) string {
 		return failTimeout
 	case strings.Contains(err.Error(), "server closed idle connection"):
 		return failEOF
+	case strings.Contains(err.Error(), "stream error"):
+		return failH2Stream // RST_STREAM from HAProxy (http2.StreamError)
 	}
 	return failOther
 }
