@@ -90,6 +90,7 @@ type outcome struct {
 	sc       scenario
 	sum      summary
 	streams  streamSummary
+	frames   *h2Frames
 	restarts []restart
 	wall     time.Duration
 }
@@ -145,6 +146,9 @@ func TestRollingRestart(t *testing.T) {
 			report(t, out)
 			if n := out.sum.failed(); n != 0 {
 				t.Errorf("%d of %d requests failed: %s", n, out.sum.requests, out.sum.failureLine())
+			}
+			if out.frames != nil && out.frames.rstOther.Load() != 0 {
+				t.Errorf("HAProxy reset %d streams with a code other than REFUSED_STREAM: a retry after it may not be safe", out.frames.rstOther.Load())
 			}
 			for _, f := range out.streams.failures {
 				t.Errorf("SSE %s", f)
@@ -274,7 +278,7 @@ func runScenario(t *testing.T, sc scenario) outcome {
 	}
 	stopStreams()
 	sw.wait()
-	return outcome{sc: sc, sum: ld.summarize(), streams: sw.summarize(), restarts: restarts, wall: time.Since(began)}
+	return outcome{sc: sc, sum: ld.summarize(), streams: sw.summarize(), frames: ld.frames, restarts: restarts, wall: time.Since(began)}
 }
 
 // replace performs one surge step: start a replacement, wait until HAProxy
@@ -326,6 +330,10 @@ func report(t *testing.T, o outcome) {
 	fmt.Fprintf(&b, "\n== model %s (%s), APP_PRESTOP_DELAY=%v, %d req/s, wall %v\n", o.sc.name, mode, o.sc.prestop, o.sc.rate, o.wall.Round(time.Millisecond))
 	fmt.Fprintf(&b, "requests %d  failed %d  restarts %d\n", s.requests, s.failed(), len(o.restarts))
 	fmt.Fprintf(&b, "failures: %s\n", s.failureLine())
+	if o.sc.h2 {
+		fmt.Fprintf(&b, "HTTP/2 requests retried by Go's client, then 200 (not failures): %d;  HAProxy sent the clients RST_STREAM REFUSED_STREAM %d, other RST_STREAM %d, GOAWAY %d\n",
+			s.h2Retry, o.frames.rstRefused.Load(), o.frames.rstOther.Load(), o.frames.goaway.Load())
+	}
 	fmt.Fprintf(&b, "SSE streams (%d clients): opened %d  ended with the final event %d  failed %d  open at the end %d\n",
 		sseStreams, o.streams.opened, o.streams.final, len(o.streams.failures), o.streams.stopped)
 	fmt.Fprintf(&b, "latency (GET / and POST /echo, from scheduled send): p50 %v  p99 %v;  /slow p99 %v;  max %v\n",
