@@ -157,7 +157,8 @@ func TestShutdownIdleKeepAliveNotCut(t *testing.T) {
 // path named by hp.how), writes "hello", optionally registers with
 // LongLived (after the hijack, or before it with hp.registerFirst), and
 // keeps the connection open until release; it then closes the connection
-// and calls done (in the other order with hp.doneFirst).
+// and calls done. With hp.doneFirst it calls done at once, long before the
+// Close: the hijacked connection alone must still hold Shutdown.
 func hijackThen(t *testing.T, hp hijackPath, release <-chan struct{}) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := func() {}
@@ -185,13 +186,13 @@ func hijackThen(t *testing.T, hp hijackPath, release <-chan struct{}) http.Handl
 		if hp.register && !hp.registerFirst {
 			_, done = server.LongLived(r.Context())
 		}
+		if hp.doneFirst {
+			done()
+		}
 		brw.WriteString("hello\n")
 		brw.Flush()
 		go func() {
 			<-release
-			if hp.doneFirst {
-				done()
-			}
 			conn.Close()
 			conn.Close() // a second Close must not release anything twice
 			done()       // and neither must a second done
