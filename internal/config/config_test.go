@@ -412,7 +412,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 28; got != want {
+	if got, want := len(want), 29; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }
