@@ -63,6 +63,7 @@ func TestLoadDefaults(t *testing.T) {
 		AdminAddr:              ":8081",
 		PrestopDelay:           5 * time.Second,
 		PrestopQuietPeriod:     0,
+		DrainConnectionClose:   true,
 		ShutdownTimeout:        20 * time.Second,
 		HandlerCancelMargin:    time.Second,
 		TelemetryFlushTimeout:  2 * time.Second,
