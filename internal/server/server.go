@@ -194,6 +194,14 @@ func (s *Server) Shutdown(ctx context.Context, margin time.Duration) (cut int, e
 	// Shutdown calls the RegisterOnShutdown hook, which tells long-lived
 	// connections to finish; it does not wait for hijacked connections, so
 	// we do below.
+	// net/http closes idle keep-alive connections at once. A client may be
+	// sending on one at that moment: HTTP/1.1 cannot tell it whether the
+	// request was seen (RFC 9112 section 9.3.1), and only a client retry
+	// saves it. Log how many were exposed; "Connection: close" during the
+	// pre-stop delay leaves only connections idle through the whole delay.
+	if s.logger != nil {
+		s.logger.Info("closing idle keep-alive connections", "server", s.name, "connections", s.conns.idleHTTP1())
+	}
 	var ctxErr, closeErr error
 	if err := s.srv.Shutdown(ctx); err != nil && errors.Is(err, ctx.Err()) {
 		ctxErr = err
