@@ -3,6 +3,7 @@ module github.com/kubeskel/kubeskel
 go 1.26.0
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/go-logr/logr v1.4.4
 	github.com/heptiolabs/healthcheck v0.0.0-20211123025425-613501dd5deb
 	github.com/kelseyhightower/envconfig v1.4.0

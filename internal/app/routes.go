@@ -27,4 +27,7 @@ func AddRoutes(mux *server.Mux, d Deps) {
 	// The long-lived example: a Server-Sent Events stream that ends with a
 	// final event when shutdown begins (see handleEvents).
 	mux.Handle("GET /events", handleEvents(d.Host))
+	// The same for WebSocket: an echo that closes with 1001 "going away"
+	// when shutdown begins (see handleWebSocket).
+	mux.Handle("GET /ws", handleWebSocket())
 }
