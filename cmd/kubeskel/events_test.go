@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // sseEvent is one Server-Sent Event as a client parses it.
@@ -209,5 +212,47 @@ func TestEventsStuckStreamCut(t *testing.T) {
 		if ev.event != "tick" {
 			t.Errorf("the stuck stream got %+v, want only ticks", ev)
 		}
+	}
+}
+
+// TestWebSocketGoingAwayOnShutdown: a WebSocket open across SIGTERM keeps
+// echoing through the pre-stop delay, then gets a close frame with status
+// 1001 "going away" before the process exits; nothing is cut, exit 0.
+func TestWebSocketGoingAwayOnShutdown(t *testing.T) {
+	p := start(t, "APP_PRESTOP_DELAY=1s", "APP_SHUTDOWN_TIMEOUT=15s")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+p.httpAddr+"/ws", nil)
+	if err != nil {
+		t.Fatalf("dial /ws: %v", err)
+	}
+	defer c.CloseNow()
+	echo := func(msg string) error {
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			return err
+		}
+		_, got, err := c.Read(ctx)
+		if err == nil && string(got) != msg {
+			t.Errorf("echo of %q = %q", msg, got)
+		}
+		return err
+	}
+	if err := echo("before"); err != nil {
+		t.Fatalf("echo before SIGTERM: %v", err)
+	}
+	p.signal(syscall.SIGTERM)
+	p.waitLog(5*time.Second, "phase", "phase", "draining")
+	if err := echo("during the pre-stop delay"); err != nil {
+		t.Fatalf("echo during the pre-stop delay: %v", err)
+	}
+	_, _, err = c.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
+		t.Errorf("read after the pre-stop delay: %v (close status %d), want a close frame with status %d", err, got, websocket.StatusGoingAway)
+	}
+	if got := p.wait(30 * time.Second); got != 0 {
+		t.Errorf("exit code = %d, want 0", got)
+	}
+	if got := p.waitLog(time.Second, "phase", "phase", "flushing")["requests_cut"]; got != float64(0) {
+		t.Errorf("requests_cut = %v, want 0", got)
 	}
 }
