@@ -81,22 +81,26 @@ func (l *podLogs) consume(pod string, r io.Reader) {
 		case rec.msg == "phase" && rec.phase == "stopped":
 			m.stopped = rec.at
 		case rec.msg == "closing idle keep-alive connections":
-			m.idleClosed, m.idleLogged = idleCount(rec.line), true
+			if n, ok := idleCount(rec.line); ok {
+				m.idleClosed, m.idleLogged = n, true
+			}
 		}
 		l.mu.Unlock()
 	}
 }
 
-// idleCount reads the "connections" attribute of a JSON log line.
-func idleCount(line string) int {
+// idleCount reads the "connections" attribute of the traffic server's
+// "closing idle keep-alive connections" line; the admin server logs one too.
+func idleCount(line string) (int, bool) {
 	var v struct {
+		Server      string      `json:"server"`
 		Connections json.Number `json:"connections"`
 	}
-	if json.Unmarshal([]byte(line), &v) != nil {
-		return 0
+	if json.Unmarshal([]byte(line), &v) != nil || v.Server != "http" {
+		return 0, false
 	}
-	n, _ := strconv.Atoi(v.Connections.String())
-	return n
+	n, err := strconv.Atoi(v.Connections.String())
+	return n, err == nil
 }
 
 // wait waits for every follower to end; cancel the run's context first.
