@@ -46,6 +46,10 @@ type Options struct {
 	noWatch bool
 }
 
+// ErrClientCA is wrapped by the errors of New and Reload that come from
+// the client CA file rather than from the certificate or key.
+var ErrClientCA = errors.New("client CA")
+
 // Reloader holds the current certificate (and client CA pool) and replaces
 // them when the files change. Its methods are safe for concurrent use.
 type Reloader struct {
@@ -254,9 +258,12 @@ func (r *Reloader) files() []string {
 // contains none), to compare with the last attempt.
 func (r *Reloader) read() ([]byte, error) {
 	var all []byte
-	for _, f := range r.files() {
+	for i, f := range r.files() {
 		b, err := os.ReadFile(f)
 		if err != nil {
+			if i == 2 {
+				return nil, fmt.Errorf("read %w %s: %w", ErrClientCA, f, err)
+			}
 			return nil, fmt.Errorf("read %s: %w", f, err)
 		}
 		all = append(append(all, b...), 0)
@@ -276,7 +283,7 @@ func (r *Reloader) parse(content []byte) (*loaded, error) {
 	if r.o.ClientCAFile != "" {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(parts[2]) {
-			return nil, fmt.Errorf("load client CA %s: no PEM certificate found", r.o.ClientCAFile)
+			return nil, fmt.Errorf("load %w %s: no PEM certificate found", ErrClientCA, r.o.ClientCAFile)
 		}
 		l.clientCA = pool
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -480,11 +481,15 @@ func TestNewErrors(t *testing.T) {
 		{"missing key", Options{CertFile: crtPath, KeyFile: filepath.Join(dir, "absent.key")}, "absent.key"},
 		{"no key file", Options{CertFile: crtPath}, "key file"},
 		{"bad client CA", Options{CertFile: crtPath, KeyFile: keyPath, ClientCAFile: junk}, "junk.pem"},
+		{"missing client CA", Options{CertFile: crtPath, KeyFile: keyPath, ClientCAFile: filepath.Join(dir, "absent.pem")}, "absent.pem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.o)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("New error = %v, want one naming %q", err, tc.want)
+			}
+			if got, want := errors.Is(err, ErrClientCA), tc.o.ClientCAFile != ""; got != want {
+				t.Errorf("errors.Is(%v, ErrClientCA) = %v, want %v", err, got, want)
 			}
 		})
 	}
