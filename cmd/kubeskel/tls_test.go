@@ -384,4 +384,3 @@ func TestTLSBadConfig(t *testing.T) {
 		})
 	}
 }
-
