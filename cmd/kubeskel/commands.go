@@ -25,7 +25,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 Usage:
   kubeskel                 run the service, configured by the variables below
-  kubeskel probe [-timeout 2s] URL
+  kubeskel probe [-timeout 2s] [-insecure] URL
                            exit 0 if GET URL answers 200, 1 otherwise
   kubeskel check-config    validate the variables below and print the shutdown
                            budget arithmetic; exit 0 if valid, 2 otherwise

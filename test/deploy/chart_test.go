@@ -71,6 +71,13 @@ service:
   type: LoadBalancer
   trafficDistribution: PreferSameZone
 `},
+	{name: "tls", values: `
+tls:
+  secretName: kubeskel-tls
+  clientCA: {enabled: true, secretName: kubeskel-client-ca}
+extraVolumes: [{name: scratch, emptyDir: {}}]
+extraVolumeMounts: [{name: scratch, mountPath: /scratch}]
+`},
 	{name: "long-durations", values: `
 lifecycle:
   preStopDelay: 1m30s

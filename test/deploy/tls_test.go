@@ -184,3 +184,33 @@ func TestTLSValuesChecked(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSHelmTest: with TLS the helm test pod probes the Service over
+// https, accepting the pod's certificate (it checks the route); in
+// cleartext it keeps http and verifies nothing it does not need to.
+func TestTLSHelmTest(t *testing.T) {
+	for _, tc := range []struct {
+		name, values string
+		want         []string
+	}{
+		{"control cleartext", "", []string{"probe", "-timeout", "5s", "http://kubeskel.default.svc:80/"}},
+		{"tls", `tls: {secretName: my-tls}`, []string{"probe", "-timeout", "5s", "-insecure", "https://kubeskel.default.svc:80/"}},
+		{"tls with tests.url", `{tls: {secretName: my-tls}, tests: {url: "https://x.example/"}}`, []string{"probe", "-timeout", "5s", "https://x.example/"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := mustRender(t, tc.values)
+			var pod *corev1.Pod
+			for _, o := range r.Hooks {
+				if p, ok := o.Obj.(*corev1.Pod); ok {
+					pod = p
+				}
+			}
+			if pod == nil {
+				t.Fatal("no helm test pod rendered")
+			}
+			if got, want := strings.Join(pod.Spec.Containers[0].Args, " "), strings.Join(tc.want, " "); got != want {
+				t.Errorf("test pod args = %q, want %q", got, want)
+			}
+		})
+	}
+}
