@@ -153,6 +153,37 @@ func TestShutdownIdleKeepAliveNotCut(t *testing.T) {
 	}
 }
 
+// Shutdown logs how many HTTP/1 keep-alive connections were idle when it
+// closed them: each one races a client that may be sending on it.
+func TestShutdownLogsIdleKeepAlive(t *testing.T) {
+	logs := &logCapture{}
+	release := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("/hold", func(w http.ResponseWriter, r *http.Request) { <-release })
+	s, base := serve(t, mux, server.Options{Traffic: &server.Observability{}, Logger: slog.New(logs)})
+	for range 2 {
+		get(t, newClient(t), base) // one idle keep-alive connection each
+	}
+	held := make(chan struct{})
+	go func() { // a busy connection is not idle
+		defer close(held)
+		if resp, err := do(t, newClient(t), base+"/hold"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, "the /hold request in flight", func() bool { return s.InFlight() == 1 })
+	done := shutdownInBackground(t, s, 10*time.Second, 0)
+	waitFor(t, "the idle log line", func() bool { return len(logs.find("closing idle keep-alive connections")) > 0 })
+	close(release)
+	receive(t, "Shutdown to return", done)
+	<-held
+	recs := logs.find("closing idle keep-alive connections")
+	if got, want := recs[0].attrs["connections"], "2"; got != want {
+		t.Errorf("idle connections logged = %s, want %s", got, want)
+	}
+}
+
 // hijackThen returns a handler that takes over the connection (through the
 // path named by how), writes "hello", optionally registers with LongLived
 // after the hijack, and keeps the connection open until release.

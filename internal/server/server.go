@@ -36,6 +36,11 @@ type Options struct {
 	// "http/1.1"). H2C is then ignored: there is no cleartext on the port.
 	// The server does not modify it.
 	TLS *tls.Config
+	// KeepConnectionsWhileDraining, if true, leaves responses unmarked while
+	// draining: keep-alive connections stay open until Shutdown closes them.
+	// The default (false) is what a rolling update needs; true exists to
+	// measure what "Connection: close" buys.
+	KeepConnectionsWhileDraining bool
 	// Logger receives the server's own errors (TLS handshakes, panics).
 	Logger *slog.Logger
 	// Traffic, if set, wraps the handler in the traffic middleware: requests
@@ -59,6 +64,8 @@ type Server struct {
 	inFlight atomic.Int64
 	arrivals atomic.Uint64
 	draining atomic.Bool
+	// closeOnDrain: responses carry "Connection: close" once draining.
+	closeOnDrain bool
 
 	shuttingDown chan struct{}
 	shutdownOnce sync.Once
@@ -78,7 +85,8 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 	base, cancel := context.WithCancel(context.Background())
 	shuttingDown := make(chan struct{})
 	s := &Server{name: name, ln: ln, logger: o.Logger, cancelRequests: cancel, shuttingDown: shuttingDown,
-		conns: &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C && o.TLS == nil}}
+		closeOnDrain: !o.KeepConnectionsWhileDraining,
+		conns:        &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C && o.TLS == nil}}
 	if o.Traffic != nil {
 		var unmatched RouteObserver
 		if o.Traffic.Route != nil {
@@ -148,6 +156,7 @@ func (s *Server) Serve() error {
 // instead of reusing this one. On an HTTP/2 connection net/http turns that
 // header into a graceful GOAWAY: streams in flight complete, and the client
 // opens a new connection for its next request. The listener keeps accepting.
+// With Options.KeepConnectionsWhileDraining responses stay unmarked.
 func (s *Server) StartDraining() { s.draining.Store(true) }
 
 // Draining reports whether StartDraining was called.
@@ -211,6 +220,14 @@ func (s *Server) Shutdown(ctx context.Context, margin time.Duration) (cut int, e
 	// Shutdown calls the RegisterOnShutdown hook, which tells long-lived
 	// connections to finish; it does not wait for hijacked connections, so
 	// we do below.
+	// net/http closes idle keep-alive connections at once. A client may be
+	// sending on one at that moment: HTTP/1.1 cannot tell it whether the
+	// request was seen (RFC 9112 section 9.3.1), and only a client retry
+	// saves it. Log how many were exposed; "Connection: close" during the
+	// pre-stop delay leaves only connections idle through the whole delay.
+	if s.logger != nil {
+		s.logger.Info("closing idle keep-alive connections", "server", s.name, "connections", s.conns.idleHTTP1())
+	}
 	var ctxErr, closeErr error
 	if err := s.srv.Shutdown(ctx); err != nil && errors.Is(err, ctx.Err()) {
 		ctxErr = err
