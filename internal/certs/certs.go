@@ -58,6 +58,10 @@ type Reloader struct {
 
 	mu       sync.Mutex // serialises Reload
 	lastSeen []byte     // the content of the last load attempt
+
+	// afterFile, if set, runs after read has read file i (tests: a swap
+	// between two files).
+	afterFile func(i int)
 }
 
 // loaded is one successfully loaded set of files.
@@ -153,8 +157,23 @@ func (r *Reloader) Reload() error {
 	}
 	var l *loaded
 	if err == nil {
-		r.lastSeen = content
 		l, err = r.parse(content)
+		// The files are read one after the other: a swap in between gives
+		// a certificate and a key that do not match. Read again while the
+		// content keeps changing (a few times), so a swap is not reported
+		// as a failure.
+		for range 3 {
+			if err == nil {
+				break
+			}
+			again, rerr := r.read()
+			if rerr != nil || bytes.Equal(again, content) {
+				break
+			}
+			content = again
+			l, err = r.parse(content)
+		}
+		r.lastSeen = content
 	} else {
 		// A missing file (mid-swap, say) is a failure too, reported once
 		// until the files change.
@@ -267,6 +286,9 @@ func (r *Reloader) read() ([]byte, error) {
 			return nil, fmt.Errorf("read %s: %w", f, err)
 		}
 		all = append(append(all, b...), 0)
+		if r.afterFile != nil {
+			r.afterFile(i)
+		}
 	}
 	return all, nil
 }

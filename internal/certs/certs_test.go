@@ -494,3 +494,39 @@ func TestNewErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSwapBetweenReads: a swap between the reads of the certificate and
+// the key (an old certificate with a new key) is not a failure: Reload reads
+// again and loads the new pair.
+func TestSwapBetweenReads(t *testing.T) {
+	ca := newCA(t, "test CA")
+	crt1, key1, _ := ca.issue(t, "127.0.0.1", time.Now().Add(30*time.Minute), x509.ExtKeyUsageServerAuth)
+	crt2, key2, _ := ca.issue(t, "127.0.0.1", time.Now().Add(50*time.Minute), x509.ExtKeyUsageServerAuth)
+	dir := newSecretDir(t, map[string][]byte{"tls.crt": crt1, "tls.key": key1})
+	var ev events
+	r, err := New(ev.options(Options{CertFile: dir.path("tls.crt"), KeyFile: dir.path("tls.key")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	swapped := false
+	r.afterFile = func(i int) {
+		if i == 0 && !swapped {
+			swapped = true
+			dir.update(map[string][]byte{"tls.crt": crt2, "tls.key": key2})
+		}
+	}
+	if err := r.Reload(); err != nil {
+		t.Fatalf("Reload across a swap = %v, want nil", err)
+	}
+	if !swapped {
+		t.Fatal("the swap did not happen between the reads")
+	}
+	if ok, fail := ev.counts(); ok != 1 || fail != 0 {
+		t.Errorf("reloads %d ok, %d failed; want 1, 0", ok, fail)
+	}
+	block, _ := pem.Decode(crt2)
+	c2, _ := x509.ParseCertificate(block.Bytes)
+	if got := r.NotAfter(); !got.Equal(c2.NotAfter) {
+		t.Errorf("NotAfter = %s, want the new certificate's %s", got, c2.NotAfter)
+	}
+}
