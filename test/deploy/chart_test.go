@@ -78,6 +78,13 @@ tls:
 extraVolumes: [{name: scratch, emptyDir: {}}]
 extraVolumeMounts: [{name: scratch, mountPath: /scratch}]
 `},
+	{name: "tls-cert-manager", values: `
+tls:
+  certManager:
+    enabled: true
+    issuerRef: {name: internal-ca, kind: ClusterIssuer}
+    dnsNames: [kubeskel.example.com]
+`},
 	{name: "long-durations", values: `
 lifecycle:
   preStopDelay: 1m30s
