@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/kubeskel/kubeskel/internal/buildinfo"
+	"github.com/kubeskel/kubeskel/internal/certs"
 	"github.com/kubeskel/kubeskel/internal/config"
 	"github.com/kubeskel/kubeskel/internal/probe"
 )
@@ -60,6 +61,12 @@ error; 3 the shutdown cut requests; 4 second signal.
 		cfg, err := config.Load()
 		if err != nil {
 			return fmt.Errorf("configuration error (see kubeskel -h):\n%w", err)
+		}
+		if cfg.TLS() {
+			// The files as the service would load them at start-up.
+			if _, err := certs.New(tlsOptions(cfg)); err != nil {
+				return fmt.Errorf("configuration error (see kubeskel -h):\n%w", tlsError(err))
+			}
 		}
 		_, err = fmt.Fprintf(stdout, "configuration valid; shutdown budget: %s\n", cfg.BudgetArithmetic())
 		return err

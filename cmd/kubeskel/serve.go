@@ -176,17 +176,11 @@ func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) err
 // configuration error naming its variables (exit 2).
 func startTLS(ctx context.Context, cfg config.Config, logger *slog.Logger, reg *metrics.Registry) (*tls.Config, error) {
 	rec := reg.TLS()
-	r, err := certs.New(certs.Options{
-		CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, ClientCAFile: cfg.TLSClientCAFile,
-		Interval: cfg.TLSReloadInterval, Logger: logger,
-		Loaded: rec.Loaded, Reloaded: rec.Reloaded,
-	})
+	o := tlsOptions(cfg)
+	o.Logger, o.Loaded, o.Reloaded = logger, rec.Loaded, rec.Reloaded
+	r, err := certs.New(o)
 	if err != nil {
-		variable := config.Variable("TLSCertFile") + ", " + config.Variable("TLSKeyFile")
-		if errors.Is(err, certs.ErrClientCA) {
-			variable = config.Variable("TLSClientCAFile")
-		}
-		return nil, &config.Error{Variable: variable, Problem: err.Error()}
+		return nil, tlsError(err)
 	}
 	logger.Info("TLS certificate loaded", "not_after", r.NotAfter().UTC().Format(time.RFC3339),
 		"client_ca", cfg.TLSClientCAFile != "", "reload_interval", cfg.TLSReloadInterval.String())
@@ -196,4 +190,22 @@ func startTLS(ctx context.Context, cfg config.Config, logger *slog.Logger, reg *
 		}
 	}()
 	return r.TLSConfig(), nil
+}
+
+// tlsOptions are the reloader's options from the configuration.
+func tlsOptions(cfg config.Config) certs.Options {
+	return certs.Options{
+		CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, ClientCAFile: cfg.TLSClientCAFile,
+		Interval: cfg.TLSReloadInterval,
+	}
+}
+
+// tlsError is the configuration error of TLS files that do not load,
+// naming their variables.
+func tlsError(err error) error {
+	variable := config.Variable("TLSCertFile") + ", " + config.Variable("TLSKeyFile")
+	if errors.Is(err, certs.ErrClientCA) {
+		variable = config.Variable("TLSClientCAFile")
+	}
+	return &config.Error{Variable: variable, Problem: err.Error()}
 }

@@ -338,7 +338,8 @@ func TestTLSMutual(t *testing.T) {
 }
 
 // TestTLSBadConfig: a TLS configuration that cannot work is exit 2 with an
-// error naming the variables, before anything listens.
+// error naming the variables, before anything listens; check-config says
+// the same. The control, a good pair, passes check-config.
 func TestTLSBadConfig(t *testing.T) {
 	ca := newTestCA(t, "kubeskel test CA")
 	crt, key, _ := ca.issue(t, time.Now().Add(time.Hour), x509.ExtKeyUsageServerAuth)
@@ -367,20 +368,30 @@ func TestTLSBadConfig(t *testing.T) {
 		{"bad client CA", []string{"APP_TLS_CERT_FILE=" + crtPath, "APP_TLS_KEY_FILE=" + keyPath, "APP_TLS_CLIENT_CA_FILE=" + junk},
 			[]string{"APP_TLS_CLIENT_CA_FILE", "junk.pem"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := launch(t, baseEnv(tc.env...))
-			if got, want := p.wait(10*time.Second), 2; got != want {
-				t.Errorf("exit code = %d, want %d", got, want)
-			}
-			stderr := p.stderrString()
-			for _, w := range tc.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr does not contain %q:\n%s", w, stderr)
+		// The service at start-up, and check-config, which loads the files
+		// the same way.
+		for _, args := range [][]string{nil, {"check-config"}} {
+			t.Run(strings.TrimSpace(tc.name+" "+strings.Join(args, " ")), func(t *testing.T) {
+				p := launch(t, baseEnv(tc.env...), args...)
+				if got, want := p.wait(10*time.Second), 2; got != want {
+					t.Errorf("exit code = %d, want %d", got, want)
 				}
-			}
-			if recs := p.logs.all(func(r map[string]any) bool { return r["msg"] == "listening" }); len(recs) > 0 {
-				t.Errorf("kubeskel listened before failing: %v", recs)
-			}
-		})
+				stderr := p.stderrString()
+				for _, w := range tc.want {
+					if !strings.Contains(stderr, w) {
+						t.Errorf("stderr does not contain %q:\n%s", w, stderr)
+					}
+				}
+				if recs := p.logs.all(func(r map[string]any) bool { return r["msg"] == "listening" }); len(recs) > 0 {
+					t.Errorf("kubeskel listened before failing: %v", recs)
+				}
+			})
+		}
 	}
+	t.Run("control good pair check-config", func(t *testing.T) {
+		p := launch(t, baseEnv("APP_TLS_CERT_FILE="+crtPath, "APP_TLS_KEY_FILE="+keyPath), "check-config")
+		if got := p.wait(10 * time.Second); got != 0 {
+			t.Errorf("check-config with a good pair: exit code %d, want 0\n%s", got, p.stderrString())
+		}
+	})
 }
