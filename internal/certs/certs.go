@@ -217,7 +217,11 @@ func (r *Reloader) Run(ctx context.Context) error {
 		case err != nil:
 			r.o.Logger.Warn("cannot watch the TLS files; polling only", "error", err.Error(), "interval", r.o.Interval.String())
 		default:
-			defer w.Close()
+			defer func() {
+				if err := w.Close(); err != nil {
+					r.o.Logger.Warn("stop watching the TLS files", "error", err.Error())
+				}
+			}()
 			events, errs = w.Events, w.Errors
 		}
 	}
@@ -278,7 +282,7 @@ func (r *Reloader) files() []string {
 func (r *Reloader) read() ([]byte, error) {
 	var all []byte
 	for i, f := range r.files() {
-		b, err := os.ReadFile(f)
+		b, err := os.ReadFile(f) //nolint:gosec // G304: the operator's configured paths (APP_TLS_*), read on purpose
 		if err != nil {
 			if i == 2 {
 				return nil, fmt.Errorf("read %w %s: %w", ErrClientCA, f, err)

@@ -177,7 +177,7 @@ func serveTLS(t *testing.T, cfg *tls.Config) string {
 		ErrorLog: nil,
 	}
 	srv.TLSConfig = cfg
-	go srv.ServeTLS(ln, "", "")
+	go func() { _ = srv.ServeTLS(ln, "", "") }() // ErrServerClosed after Close
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
@@ -196,7 +196,9 @@ func handshake(t *testing.T, addr string, roots *x509.CertPool, client []tls.Cer
 	defer c.Close()
 	tc := c.(*tls.Conn)
 	// With TLS 1.3 a rejected client certificate surfaces on the first read.
-	tc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if err := tc.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+		return nil, err
+	}
 	if _, err := tc.Read(make([]byte, 1)); err != nil && !isTimeout(err) {
 		return nil, err
 	}
@@ -204,8 +206,8 @@ func handshake(t *testing.T, addr string, roots *x509.CertPool, client []tls.Cer
 }
 
 func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // waitServing polls new handshakes until the server presents want, and
@@ -253,7 +255,12 @@ func TestRotateTheKubeletWay(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			runDone := make(chan error, 1)
 			go func() { runDone <- r.Run(ctx) }()
-			t.Cleanup(func() { cancel(); <-runDone })
+			t.Cleanup(func() {
+				cancel()
+				if err := <-runDone; err != nil {
+					t.Errorf("Run = %v, want nil", err)
+				}
+			})
 			addr := serveTLS(t, r.TLSConfig())
 
 			// A keep-alive connection set up with the first certificate.
@@ -330,7 +337,12 @@ func TestCorruptPairKeepsOld(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	runDone := make(chan error, 1)
 	go func() { runDone <- r.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-runDone })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-runDone; err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	})
 	addr := serveTLS(t, r.TLSConfig())
 
 	crt2, _, _ := ca.issue(t, "127.0.0.1", time.Now().Add(50*time.Minute), x509.ExtKeyUsageServerAuth)
@@ -413,7 +425,11 @@ func TestMutualTLS(t *testing.T) {
 	// Over HTTP too: no certificate, no response.
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
 	defer tr.CloseIdleConnections()
-	if resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addr + "/"); err == nil {
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+addr+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req); err == nil {
 		resp.Body.Close()
 		t.Errorf("GET without a client certificate: %s, want an error", resp.Status)
 	}

@@ -46,7 +46,7 @@ func TestTLS(t *testing.T) {
 			wantSecret: "my-tls", wantClientCA: "/etc/kubeskel/tls/ca.crt"},
 		{name: "mutual TLS from another Secret", values: `tls: {secretName: my-tls, clientCA: {enabled: true, secretName: clients, key: bundle.pem}}`,
 			wantSecret: "my-tls", wantClientCA: "/etc/kubeskel/tls-client-ca/bundle.pem", wantCAVolume: "clients"},
-		{name: "cert-manager", values: `tls: {certManager: {enabled: true, issuerRef: {name: ca-issuer}}}`,
+		{name: "cert-manager", values: `tls: {certManager: {enabled: true, issuerRef: {name: ca-issuer}}}`, //nolint:gosec // G101: chart values in a test, no credential
 			wantSecret: "kubeskel-tls", wantCert: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
