@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,12 @@ type Options struct {
 	// client starts with the HTTP/2 preface; there is no "Upgrade: h2c"
 	// dance) on the same listener as HTTP/1.1. False serves HTTP/1.1 only.
 	H2C bool
+	// TLS, if set, makes the listener serve HTTPS with this configuration
+	// (its certificate typically from GetCertificate, so that it can change
+	// without a restart), offering HTTP/2 and HTTP/1.1 by ALPN ("h2",
+	// "http/1.1"). H2C is then ignored: there is no cleartext on the port.
+	// The server does not modify it.
+	TLS *tls.Config
 	// KeepConnectionsWhileDraining, if true, leaves responses unmarked while
 	// draining: keep-alive connections stay open until Shutdown closes them.
 	// The default (false) is what a rolling update needs; true exists to
@@ -79,7 +86,7 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 	shuttingDown := make(chan struct{})
 	s := &Server{name: name, ln: ln, logger: o.Logger, cancelRequests: cancel, shuttingDown: shuttingDown,
 		closeOnDrain: !o.KeepConnectionsWhileDraining,
-		conns:        &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C}}
+		conns:        &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C && o.TLS == nil}}
 	if o.Traffic != nil {
 		var unmatched RouteObserver
 		if o.Traffic.Route != nil {
@@ -98,7 +105,15 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 		ConnContext:       connContext,
 		ConnState:         s.conns.connState,
 	}
-	if o.H2C {
+	switch {
+	case o.TLS != nil:
+		// Serve adds "h2" and "http/1.1" to a copy's NextProtos from these.
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		s.srv.Protocols = &p
+		s.srv.TLSConfig = o.TLS
+	case o.H2C:
 		// net/http's own HTTP/2 server, not golang.org/x/net/http2/h2c: its
 		// connections stay known to Shutdown, which sends them GOAWAY and
 		// waits for their streams (golang/go#26682).
@@ -125,7 +140,12 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Serve accepts connections until Shutdown or Close. It returns nil after
 // Shutdown or Close, and the error otherwise.
 func (s *Server) Serve() error {
-	if err := s.srv.Serve(listener{s.ln, s.conns}); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serve := s.srv.Serve
+	if s.srv.TLSConfig != nil {
+		// The certificate comes from TLSConfig (GetCertificate), not files.
+		serve = func(l net.Listener) error { return s.srv.ServeTLS(l, "", "") }
+	}
+	if err := serve(listener{s.ln, s.conns}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s on %s: %w", s.name, s.Addr(), err)
 	}
 	return nil
@@ -182,6 +202,12 @@ var ErrCut = errors.New("requests cut")
 // On HTTP/2 the deadline counts every stream whose handler has not returned
 // (at least one per connection with a LongLived registration not done); a
 // connection with none loses nothing and is not counted.
+//
+// With TLS the same holds, HTTP/2 being told apart by ALPN; but a request
+// cannot be seen under the encryption before net/http reads its header, so
+// a connection counts as begun from its first handshake byte: one still in
+// its handshake, or set up with no request yet, is counted as cut at the
+// deadline (an overcount, never an undercount).
 //
 // Each HTTP/1 connection is counted at most once. err wraps ErrCut if and only if
 // cut > 0, and then also ctx's error if the deadline was reached; without a
