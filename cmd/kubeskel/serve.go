@@ -114,7 +114,7 @@ func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) err
 	logger.Info("listening", "server", "admin", "addr", adminSrv.Addr().String())
 
 	plan := lifecycle.Plan{
-		Traffic: traffic, Admin: adminSrv,
+		Traffic: []lifecycle.Traffic{{Name: "http", Server: traffic}}, Admin: adminSrv,
 		Flush:            tel.Shutdown,
 		PrestopDelay:     cfg.PrestopDelay,
 		QuietPeriod:      cfg.PrestopQuietPeriod,
