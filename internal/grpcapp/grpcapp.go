@@ -26,6 +26,12 @@ func Register(s grpc.ServiceRegistrar, d Deps) {
 	echov1.RegisterEchoServer(s, &echo{d: d})
 }
 
+// Registrar returns Register bound to d, as grpcserver.Options.Register
+// takes it.
+func Registrar(d Deps) func(grpc.ServiceRegistrar) {
+	return func(s grpc.ServiceRegistrar) { Register(s, d) }
+}
+
 type echo struct {
 	echov1.UnimplementedEchoServer
 	d Deps
