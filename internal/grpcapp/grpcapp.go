@@ -57,8 +57,12 @@ func (e *echo) Count(r *echov1.CountRequest, stream grpc.ServerStreamingServer[e
 		return status.Errorf(codes.InvalidArgument, "count %d above the maximum %d", r.GetCount(), e.d.MaxCount)
 	}
 	ctx := stream.Context()
-	tick := time.NewTicker(max(interval, time.Millisecond))
-	defer tick.Stop()
+	var tick <-chan time.Time // interval 0: as fast as the client reads
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for n := uint32(1); n <= r.GetCount(); n++ {
 		if err := stream.Send(&echov1.CountResponse{N: n, Host: e.d.Host}); err != nil {
 			return err
@@ -66,10 +70,16 @@ func (e *echo) Count(r *echov1.CountRequest, stream grpc.ServerStreamingServer[e
 		if n == r.GetCount() {
 			break
 		}
+		if tick == nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-tick:
 		}
 	}
 	return nil

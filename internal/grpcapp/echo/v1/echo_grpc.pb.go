@@ -34,7 +34,8 @@ const (
 type EchoClient interface {
 	// Say answers at once with the message and the serving pod.
 	Say(ctx context.Context, in *SayRequest, opts ...grpc.CallOption) (*SayResponse, error)
-	// Count sends count messages, one every interval_ms; it ends cleanly (OK)
+	// Count sends count messages, one every interval_ms (0: as fast as the
+	// client reads); it ends cleanly (OK)
 	// early when the server cancels it before its shutdown deadline.
 	Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CountResponse], error)
 }
@@ -84,7 +85,8 @@ type Echo_CountClient = grpc.ServerStreamingClient[CountResponse]
 type EchoServer interface {
 	// Say answers at once with the message and the serving pod.
 	Say(context.Context, *SayRequest) (*SayResponse, error)
-	// Count sends count messages, one every interval_ms; it ends cleanly (OK)
+	// Count sends count messages, one every interval_ms (0: as fast as the
+	// client reads); it ends cleanly (OK)
 	// early when the server cancels it before its shutdown deadline.
 	Count(*CountRequest, grpc.ServerStreamingServer[CountResponse]) error
 	mustEmbedUnimplementedEchoServer()
