@@ -178,3 +178,17 @@ func TestRegistererIsScraped(t *testing.T) {
 	wantLines(t, m, `http_server_panics_total 0`)
 	lacks(t, m, "extra_total")
 }
+
+func TestRPC(t *testing.T) {
+	r := metrics.New()
+	r.RPC("/kubeskel.echo.v1.Echo/Say", "OK", time.Millisecond)
+	r.RPC("/kubeskel.echo.v1.Echo/Say", "OK", time.Millisecond)
+	r.RPC("/kubeskel.echo.v1.Echo/Count", "Internal", time.Millisecond)
+	r.RPCPanic()
+	wantLines(t, scrape(t, r),
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="Say",grpc_service="kubeskel.echo.v1.Echo"} 2`,
+		`grpc_server_handled_total{grpc_code="Internal",grpc_method="Count",grpc_service="kubeskel.echo.v1.Echo"} 1`,
+		`grpc_server_handling_seconds_count{grpc_method="Say",grpc_service="kubeskel.echo.v1.Echo"} 2`,
+		`grpc_server_panics_total 1`,
+	)
+}
