@@ -103,6 +103,7 @@ func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) err
 	trafficOpts := opts
 	trafficOpts.Traffic = obs
 	trafficOpts.H2C = cfg.HTTP2 == "h2c" // the admin port stays HTTP/1.1: probes and scrapers speak it
+	trafficOpts.KeepConnectionsWhileDraining = !cfg.DrainConnectionClose
 	traffic, err := server.Listen("http", cfg.HTTPAddr, mux, trafficOpts)
 	if err != nil {
 		return err

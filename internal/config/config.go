@@ -36,6 +36,7 @@ type Config struct {
 	PrestopSleep           time.Duration `split_words:"true" default:"0s" desc:"the kubelet's preStop sleep, which runs before SIGTERM inside the same grace period; counted in the shutdown budget only (the chart sets it)"`
 	PrestopDelay           time.Duration `split_words:"true" default:"5s" desc:"after SIGTERM, keep serving (not ready, Connection: close) this long so load balancers deregister the pod; 0 disables"`
 	PrestopQuietPeriod     time.Duration `split_words:"true" default:"0s" desc:"end the pre-stop delay early once no request has arrived for this long; 0 disables"`
+	DrainConnectionClose   bool          `split_words:"true" default:"true" desc:"during the pre-stop delay, answer with Connection: close (a GOAWAY on HTTP/2) so pooled connections move to other pods; false leaves them open until the shutdown closes them"`
 	ShutdownTimeout        time.Duration `split_words:"true" default:"20s" desc:"deadline for in-flight requests to complete after the pre-stop delay; the rest are cut"`
 	HandlerCancelMargin    time.Duration `split_words:"true" default:"1s" desc:"cancel request contexts this long before the shutdown deadline so handlers can return cleanly"`
 	TelemetryFlushTimeout  time.Duration `split_words:"true" default:"2s" desc:"deadline for exporting the last spans after the drain"`

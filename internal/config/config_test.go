@@ -63,6 +63,7 @@ func TestLoadDefaults(t *testing.T) {
 		AdminAddr:                        ":8081",
 		PrestopDelay:                     5 * time.Second,
 		PrestopQuietPeriod:               0,
+		DrainConnectionClose:             true,
 		ShutdownTimeout:                  20 * time.Second,
 		HandlerCancelMargin:              time.Second,
 		TelemetryFlushTimeout:            2 * time.Second,
@@ -422,7 +423,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 34; got != want {
+	if got, want := len(want), 35; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }

@@ -196,6 +196,21 @@ func (cs *conns) busy() int {
 	return n
 }
 
+// idleHTTP1 is the number of open HTTP/1 keep-alive connections idle
+// between requests: the ones http.Server.Shutdown closes at once, racing a
+// client that may be sending its next request on one of them.
+func (cs *conns) idleHTTP1() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	n := 0
+	for c := range cs.open {
+		if !c.closed && !c.http2.Load() && http.ConnState(c.state.Load()) == http.StateIdle {
+			n++
+		}
+	}
+	return n
+}
+
 // cutAtDeadline counts what the deadline cuts: on an HTTP/1 connection, one
 // for a request being read or served, a request of which part was read, a
 // hijacked connection still open or a LongLived registration not done; on an

@@ -29,6 +29,11 @@ type Options struct {
 	// client starts with the HTTP/2 preface; there is no "Upgrade: h2c"
 	// dance) on the same listener as HTTP/1.1. False serves HTTP/1.1 only.
 	H2C bool
+	// KeepConnectionsWhileDraining, if true, leaves responses unmarked while
+	// draining: keep-alive connections stay open until Shutdown closes them.
+	// The default (false) is what a rolling update needs; true exists to
+	// measure what "Connection: close" buys.
+	KeepConnectionsWhileDraining bool
 	// Logger receives the server's own errors (TLS handshakes, panics).
 	Logger *slog.Logger
 	// Traffic, if set, wraps the handler in the traffic middleware: requests
@@ -52,6 +57,8 @@ type Server struct {
 	inFlight atomic.Int64
 	arrivals atomic.Uint64
 	draining atomic.Bool
+	// closeOnDrain: responses carry "Connection: close" once draining.
+	closeOnDrain bool
 
 	shuttingDown chan struct{}
 	shutdownOnce sync.Once
@@ -71,7 +78,8 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 	base, cancel := context.WithCancel(context.Background())
 	shuttingDown := make(chan struct{})
 	s := &Server{name: name, ln: ln, logger: o.Logger, cancelRequests: cancel, shuttingDown: shuttingDown,
-		conns: &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C}}
+		closeOnDrain: !o.KeepConnectionsWhileDraining,
+		conns:        &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C}}
 	if o.Traffic != nil {
 		var unmatched RouteObserver
 		if o.Traffic.Route != nil {
@@ -128,6 +136,7 @@ func (s *Server) Serve() error {
 // instead of reusing this one. On an HTTP/2 connection net/http turns that
 // header into a graceful GOAWAY: streams in flight complete, and the client
 // opens a new connection for its next request. The listener keeps accepting.
+// With Options.KeepConnectionsWhileDraining responses stay unmarked.
 func (s *Server) StartDraining() { s.draining.Store(true) }
 
 // Draining reports whether StartDraining was called.
@@ -185,6 +194,14 @@ func (s *Server) Shutdown(ctx context.Context, margin time.Duration) (cut int, e
 	// Shutdown calls the RegisterOnShutdown hook, which tells long-lived
 	// connections to finish; it does not wait for hijacked connections, so
 	// we do below.
+	// net/http closes idle keep-alive connections at once. A client may be
+	// sending on one at that moment: HTTP/1.1 cannot tell it whether the
+	// request was seen (RFC 9112 section 9.3.1), and only a client retry
+	// saves it. Log how many were exposed; "Connection: close" during the
+	// pre-stop delay leaves only connections idle through the whole delay.
+	if s.logger != nil {
+		s.logger.Info("closing idle keep-alive connections", "server", s.name, "connections", s.conns.idleHTTP1())
+	}
 	var ctxErr, closeErr error
 	if err := s.srv.Shutdown(ctx); err != nil && errors.Is(err, ctx.Err()) {
 		ctxErr = err
