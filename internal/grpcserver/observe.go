@@ -40,11 +40,11 @@ func (o *Observability) logger() *slog.Logger {
 }
 
 // mdGetter looks keys up in the incoming metadata (lower-case keys, as
-// propagators ask).
+// propagators ask), one key at a time: metadata.FromIncomingContext would
+// copy the whole map on every RPC, traced or not.
 func mdGetter(ctx context.Context) func(string) string {
-	md, _ := metadata.FromIncomingContext(ctx)
 	return func(key string) string {
-		if v := md[key]; len(v) > 0 {
+		if v := metadata.ValueFromIncomingContext(ctx, key); len(v) > 0 {
 			return v[0]
 		}
 		return ""
