@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	binenc "encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -117,7 +118,7 @@ func TestGRPCDrain(t *testing.T) {
 		t.Errorf("exit code = %d, want 0", code)
 	}
 	wg.Wait()
-	if streamErr != io.EOF {
+	if !errors.Is(streamErr, io.EOF) {
 		t.Errorf("stream open across the drain ended with %v after %d messages, want a clean end (EOF)", streamErr, streamMsgs)
 	}
 	t.Logf("%d unary calls during the delay, %d connections, stream got %d messages", calls, dials.Load(), streamMsgs)
@@ -128,7 +129,7 @@ func TestGRPCDrain(t *testing.T) {
 // return, whatever its context says, so the deadline must cut it.
 func stalledStream(t *testing.T, addr string) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,8 @@ func stalledStream(t *testing.T, addr string) {
 	noErr(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}))
 	msg, err := proto.Marshal(&echov1.CountRequest{Count: 10000, IntervalMs: 0})
 	noErr(t, err)
-	body := append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...)
+	body := binenc.BigEndian.AppendUint32([]byte{0}, uint32(len(msg))) //nolint:gosec // G115: a few bytes
+	body = append(body, msg...)
 	noErr(t, fr.WriteData(1, true, body))
 	go func() { // ack settings and pings, never update the window
 		for {
@@ -156,11 +158,11 @@ func stalledStream(t *testing.T, addr string) {
 			switch f := f.(type) {
 			case *http2.SettingsFrame:
 				if !f.IsAck() {
-					fr.WriteSettingsAck()
+					_ = fr.WriteSettingsAck() // a write error ends the read loop next
 				}
 			case *http2.PingFrame:
 				if !f.IsAck() {
-					fr.WritePing(true, f.Data)
+					_ = fr.WritePing(true, f.Data)
 				}
 			}
 		}

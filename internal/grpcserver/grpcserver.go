@@ -101,7 +101,7 @@ type generation struct {
 // and returns a Server that serves once Serve is called. name is used in
 // errors and logs ("grpc").
 func Listen(name, addr string, o Options) (*Server, error) {
-	lis, err := net.Listen("tcp", addr)
+	lis, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 	}
@@ -176,7 +176,7 @@ func (s *Server) Serve() error {
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
-		s.lis.Close()
+		_ = s.lis.Close() // nothing was served on it; Close reports its error
 		return nil
 	}
 	s.startGeneration(s.current)
@@ -214,7 +214,7 @@ func (s *Server) dispatch(c net.Conn) {
 		g, stopping := s.current, s.stopping
 		s.mu.Unlock()
 		if stopping {
-			c.Close()
+			_ = c.Close() // accepted after Shutdown: nothing was read from it
 			return
 		}
 		if g.lis.deliver(c) {

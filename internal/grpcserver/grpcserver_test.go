@@ -66,7 +66,7 @@ func client(t *testing.T, s *grpcserver.Server) (*grpc.ClientConn, *atomic.Int32
 }
 
 func TestListenPortInUse(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestHealthFollowsReadinessAndDrain(t *testing.T) {
 // the frames the server sends, GOAWAY included.
 func rawGoAway(t *testing.T, addr string) <-chan *http2.GoAwayFrame {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,11 +150,11 @@ func rawGoAway(t *testing.T, addr string) <-chan *http2.GoAwayFrame {
 			switch f := f.(type) {
 			case *http2.SettingsFrame:
 				if !f.IsAck() {
-					fr.WriteSettingsAck()
+					_ = fr.WriteSettingsAck() // a write error ends the read loop next
 				}
 			case *http2.PingFrame:
 				if !f.IsAck() {
-					fr.WritePing(true, f.Data)
+					_ = fr.WritePing(true, f.Data)
 				}
 			case *http2.GoAwayFrame:
 				got <- f
@@ -201,7 +201,7 @@ func TestStartDrainingSendsGoAwayAndKeepsAccepting(t *testing.T) {
 	n := 1
 	for {
 		_, err := stream.Recv()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
@@ -231,7 +231,7 @@ type blocking struct {
 }
 
 func (b *blocking) Count(_ *echov1.CountRequest, stream grpc.ServerStreamingServer[echov1.CountResponse]) error {
-	stream.Send(&echov1.CountResponse{N: 1})
+	_ = stream.Send(&echov1.CountResponse{N: 1}) // the test waits on started, not on this message
 	close(b.started)
 	<-b.release // a handler that ignores cancellation
 	return nil
@@ -253,7 +253,7 @@ func TestShutdownCutsRPCsAtDeadline(t *testing.T) {
 	if cut != 1 || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown = %d, %v; want 1 cut, deadline exceeded", cut, err)
 	}
-	stream.Recv()
+	_, _ = stream.Recv() // the message sent before blocking
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
 		t.Errorf("cut stream ended with %v, want Unavailable", err)
 	}
@@ -289,7 +289,7 @@ func TestShutdownCancelMarginEndsStreamsCleanly(t *testing.T) {
 	if cut != 0 || err != nil {
 		t.Errorf("Shutdown = %d, %v; want 0, nil", cut, err)
 	}
-	if streamErr != io.EOF {
+	if !errors.Is(streamErr, io.EOF) {
 		t.Errorf("stream ended with %v, want a clean end (EOF)", streamErr)
 	}
 	if took < 400*time.Millisecond || took > 900*time.Millisecond {
@@ -325,7 +325,9 @@ func TestObserveMethodAndCode(t *testing.T) {
 	}}})
 	cc, _ := client(t, s)
 	echo := echov1.NewEchoClient(cc)
-	echo.Say(context.Background(), &echov1.SayRequest{})
+	if _, err := echo.Say(context.Background(), &echov1.SayRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	st, _ := echo.Count(context.Background(), &echov1.CountRequest{Count: 1, IntervalMs: 120_000})
 	for _, err := st.Recv(); err == nil; _, err = st.Recv() {
 	}

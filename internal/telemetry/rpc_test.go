@@ -41,7 +41,11 @@ func TestStartRPCSpan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer on.Shutdown(context.Background())
+	defer func() {
+		if err := on.Shutdown(context.Background()); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	}()
 	ctx, end = on.StartRPCSpan(base, "/kubeskel.echo.v1.Echo/Say", md)
 	span := trace.SpanFromContext(ctx)
 	if !span.IsRecording() || span.SpanContext().TraceID().String() != want {

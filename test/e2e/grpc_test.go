@@ -326,7 +326,7 @@ func (ld *grpcLoad) call(ctx context.Context, cc *grpc.ClientConn, stream bool, 
 // countStream reads one Count stream and fails unless it ends with OK after
 // every message: a stream cut short is a failed call.
 func countStream(ctx context.Context, echo echov1.EchoClient) error {
-	st, err := echo.Count(ctx, &echov1.CountRequest{Count: streamCount, IntervalMs: uint32(streamInterval.Milliseconds())})
+	st, err := echo.Count(ctx, &echov1.CountRequest{Count: streamCount, IntervalMs: uint32(streamInterval / time.Millisecond)}) //nolint:gosec // G115: 100
 	if err != nil {
 		return err
 	}
