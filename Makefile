@@ -53,6 +53,11 @@ e2e-full:
 bench:
 	hack/bench.sh
 
+# @HELP regenerate the checked-in gRPC code from internal/**/*.proto (apt-get install protobuf-compiler)
+.PHONY: generate
+generate:
+	hack/generate.sh
+
 # @HELP regenerate k8s/ from charts/kubeskel with the pinned helm
 .PHONY: manifests
 manifests:

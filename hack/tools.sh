@@ -5,6 +5,7 @@
 #
 #   hack/tools.sh helm                 -> path to helm v3.22.0
 #   hack/tools.sh golangci-lint        -> path to golangci-lint v2.15.0
+#   hack/tools.sh protoc-gen-go, protoc-gen-go-grpc, grpc-health-probe
 #   hack/tools.sh kube-apiserver       -> path (also: kubectl, kubelet,
 #                                         kube-controller-manager, kube-scheduler,
 #                                         kube-proxy)
@@ -15,6 +16,9 @@ set -o errexit -o pipefail -o nounset
 HELM_VERSION=v3.22.0
 GOLANGCI_LINT_VERSION=v2.15.0
 KUBE_VERSION=v1.37.2
+PROTOC_GEN_GO_VERSION=v1.36.12      # google.golang.org/protobuf, as in go.mod
+PROTOC_GEN_GO_GRPC_VERSION=v1.5.1
+GRPC_HEALTH_PROBE_VERSION=v0.4.63
 CACHE=${KUBESKEL_CACHE:-${HOME:-/root}/.cache/kubeskel}
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
 
@@ -83,11 +87,27 @@ build_kube() {
   echo "$dir/bin"
 }
 
+# build_go_tool builds one Go command at a pinned version into the cache,
+# like helm: go install pkg@version never touches the service's go.mod.
+build_go_tool() {
+  local name=$1 pkg=$2 version=$3
+  local dir="$CACHE/$name-$version"
+  if [[ ! -x "$dir/$name" ]]; then
+    log "building $name $version into $dir"
+    mkdir -p "$dir"
+    CGO_ENABLED=0 GOBIN="$dir" GOFLAGS=-mod=mod go install -trimpath "$pkg@$version"
+  fi
+  echo "$dir/$name"
+}
+
 case "${1:-}" in
+  protoc-gen-go) build_go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION" ;;
+  protoc-gen-go-grpc) build_go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" ;;
+  grpc-health-probe) build_go_tool grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe "$GRPC_HEALTH_PROBE_VERSION" ;;
   helm) build_helm ;;
   golangci-lint) build_golangci_lint ;;
   kube-bin-dir) build_kube ;;
   kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|kube-proxy) echo "$(build_kube)/$1" ;;
   all) build_helm >/dev/null; build_golangci_lint >/dev/null; build_kube >/dev/null ;;
-  *) echo "usage: $0 helm|golangci-lint|kube-bin-dir|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|kube-proxy|all" >&2; exit 2 ;;
+  *) echo "usage: $0 protoc-gen-go|protoc-gen-go-grpc|grpc-health-probe|helm|golangci-lint|kube-bin-dir|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|kube-proxy|all" >&2; exit 2 ;;
 esac

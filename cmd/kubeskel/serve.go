@@ -16,6 +16,8 @@ import (
 	"github.com/kubeskel/kubeskel/internal/buildinfo"
 	"github.com/kubeskel/kubeskel/internal/certs"
 	"github.com/kubeskel/kubeskel/internal/config"
+	"github.com/kubeskel/kubeskel/internal/grpcapp"
+	"github.com/kubeskel/kubeskel/internal/grpcserver"
 	"github.com/kubeskel/kubeskel/internal/health"
 	"github.com/kubeskel/kubeskel/internal/lifecycle"
 	"github.com/kubeskel/kubeskel/internal/logging"
@@ -128,9 +130,20 @@ func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) err
 		func() float64 { return float64(traffic.InFlight()) })
 	logger.Info("listening", "server", "http", "addr", traffic.Addr().String(), "tls", cfg.TLS())
 	logger.Info("listening", "server", "admin", "addr", adminSrv.Addr().String())
+	servers := []lifecycle.Traffic{{Name: "http", Server: traffic}}
+
+	// gRPC, if configured: one more traffic server under the same lifecycle.
+	if cfg.GRPCAddr != "" {
+		grpcSrv, err := listenGRPC(cfg, tel, reg, probes, logger, host)
+		if err != nil {
+			return errors.Join(err, traffic.Close(), adminSrv.Close())
+		}
+		logger.Info("listening", "server", "grpc", "addr", grpcSrv.Addr().String())
+		servers = append(servers, lifecycle.Traffic{Name: "grpc", Server: grpcSrv})
+	}
 
 	plan := lifecycle.Plan{
-		Traffic: traffic, Admin: adminSrv,
+		Traffic: servers, Admin: adminSrv,
 		Flush:            tel.Shutdown,
 		PrestopDelay:     cfg.PrestopDelay,
 		QuietPeriod:      cfg.PrestopQuietPeriod,
@@ -208,4 +221,28 @@ func tlsError(err error) error {
 		variable = config.Variable("TLSClientCAFile")
 	}
 	return &config.Error{Variable: variable, Problem: err.Error()}
+}
+
+// listenGRPC binds the gRPC server with the example service, fed by the same
+// readiness as /ready and observed like the HTTP port.
+func listenGRPC(cfg config.Config, tel *telemetry.Telemetry, reg *metrics.Registry, probes *health.Probes, logger *slog.Logger, host string) (*grpcserver.Server, error) {
+	s, err := grpcserver.Listen("grpc", cfg.GRPCAddr, grpcserver.Options{
+		Register:                     grpcapp.Registrar(grpcapp.Deps{Version: buildinfo.Version, Host: host, MaxInterval: cfg.SlowMax, MaxCount: 10000}),
+		Ready:                        probes.Ready,
+		Reflection:                   cfg.GRPCReflection,
+		KeepaliveMinTime:             cfg.GRPCKeepaliveMinTime,
+		KeepalivePermitWithoutStream: cfg.GRPCKeepalivePermitWithoutStream,
+		MaxConnectionAge:             cfg.GRPCMaxConnectionAge,
+		MaxConnectionAgeGrace:        cfg.GRPCMaxConnectionAgeGrace,
+		Obs: grpcserver.Observability{
+			StartSpan: tel.StartRPCSpan, Observe: reg.RPC, Panic: reg.RPCPanic,
+			Logger: logger, RequestLog: cfg.RequestLog,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	reg.GaugeFunc("grpc_server_rpcs_in_flight", "RPCs being served on the gRPC port.",
+		func() float64 { return float64(s.InFlight()) })
+	return s, nil
 }

@@ -61,6 +61,13 @@ type Config struct {
 
 	SlowMax time.Duration `split_words:"true" default:"30s" desc:"cap on the duration the example /slow endpoint sleeps"`
 
+	GRPCAddr                         string        `split_words:"true" default:"" desc:"gRPC listener address (host:port); empty disables the gRPC server"`
+	GRPCReflection                   bool          `split_words:"true" default:"false" desc:"serve gRPC server reflection (grpcurl, grpcui) on the gRPC port"`
+	GRPCKeepaliveMinTime             time.Duration `split_words:"true" default:"10s" desc:"shortest interval between client keepalive pings the gRPC server accepts; faster pingers get GOAWAY too_many_pings"`
+	GRPCKeepalivePermitWithoutStream bool          `split_words:"true" default:"true" desc:"accept client keepalive pings on gRPC connections with no RPC open"`
+	GRPCMaxConnectionAge             time.Duration `split_words:"true" default:"5m" desc:"send GOAWAY to a gRPC connection this long after it opened (±10%), so clients rebalance across pods; 0 disables"`
+	GRPCMaxConnectionAgeGrace        time.Duration `split_words:"true" default:"0s" desc:"after that GOAWAY, cut RPCs still open this long later; 0 waits for them without limit"`
+
 	CheckTCP      []string      `split_words:"true" desc:"comma-separated host:port dependencies that must accept TCP connections for readiness"`
 	CheckHTTP     []string      `split_words:"true" secret:"true" desc:"comma-separated URLs that must answer 2xx for readiness"`
 	CheckInterval time.Duration `split_words:"true" default:"10s" desc:"how often dependency checks run (in the background)"`
@@ -211,16 +218,28 @@ func (c Config) Validate() error {
 	if c.HTTPAddr == c.AdminAddr && !strings.HasSuffix(c.HTTPAddr, ":0") {
 		bad("AdminAddr", "must differ from %s (%s)", Variable("HTTPAddr"), c.HTTPAddr)
 	}
+	if c.GRPCAddr != "" {
+		if _, port, err := net.SplitHostPort(c.GRPCAddr); err != nil || !validPort(port) {
+			bad("GRPCAddr", "invalid address %q; want host:port such as :9090 or 127.0.0.1:0, or empty to disable", c.GRPCAddr)
+		}
+		for _, other := range []string{"HTTPAddr", "AdminAddr"} {
+			if addr := map[string]string{"HTTPAddr": c.HTTPAddr, "AdminAddr": c.AdminAddr}[other]; addr == c.GRPCAddr && !strings.HasSuffix(addr, ":0") {
+				bad("GRPCAddr", "must differ from %s (%s)", Variable(other), addr)
+			}
+		}
+	}
 	nonNegative := map[string]time.Duration{
 		"PrestopSleep": c.PrestopSleep, "PrestopDelay": c.PrestopDelay, "PrestopQuietPeriod": c.PrestopQuietPeriod,
 		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "HandlerCancelMargin": c.HandlerCancelMargin,
-		"TLSReloadInterval": c.TLSReloadInterval,
+		"TLSReloadInterval":    c.TLSReloadInterval,
+		"GRPCMaxConnectionAge": c.GRPCMaxConnectionAge, "GRPCMaxConnectionAgeGrace": c.GRPCMaxConnectionAgeGrace,
 	}
 	positive := map[string]time.Duration{
 		"ShutdownTimeout": c.ShutdownTimeout, "TelemetryFlushTimeout": c.TelemetryFlushTimeout,
 		"TerminationGracePeriod": c.TerminationGracePeriod, "SidecarReadyTimeout": c.SidecarReadyTimeout,
 		"SidecarQuitTimeout": c.SidecarQuitTimeout, "ReadHeaderTimeout": c.ReadHeaderTimeout,
 		"IdleTimeout": c.IdleTimeout, "SlowMax": c.SlowMax, "CheckInterval": c.CheckInterval, "CheckTimeout": c.CheckTimeout,
+		"GRPCKeepaliveMinTime": c.GRPCKeepaliveMinTime,
 	}
 	for _, field := range sortedKeys(nonNegative) {
 		if nonNegative[field] < 0 {

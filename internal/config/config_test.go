@@ -59,29 +59,32 @@ func TestLoadDefaults(t *testing.T) {
 		t.Fatalf("Load() with no APP_* variables: %v", err)
 	}
 	want := config.Config{
-		HTTPAddr:               ":8080",
-		AdminAddr:              ":8081",
-		PrestopDelay:           5 * time.Second,
-		PrestopQuietPeriod:     0,
-		DrainConnectionClose:   true,
-		ShutdownTimeout:        20 * time.Second,
-		HandlerCancelMargin:    time.Second,
-		TelemetryFlushTimeout:  2 * time.Second,
-		TerminationGracePeriod: 30 * time.Second,
-		SidecarReadyTimeout:    60 * time.Second,
-		SidecarQuitTimeout:     time.Second,
-		ReadHeaderTimeout:      5 * time.Second,
-		IdleTimeout:            620 * time.Second,
-		MaxHeaderBytes:         1 << 20,
-		HTTP2:                  "h2c",
-		TLSReloadInterval:      10 * time.Second,
-		SlowMax:                30 * time.Second,
-		CheckInterval:          10 * time.Second,
-		CheckTimeout:           2 * time.Second,
-		MemoryLimitRatio:       0.9,
-		LogFormat:              "json",
-		LogLevel:               "info",
-		RequestLog:             false,
+		HTTPAddr:                         ":8080",
+		AdminAddr:                        ":8081",
+		PrestopDelay:                     5 * time.Second,
+		PrestopQuietPeriod:               0,
+		DrainConnectionClose:             true,
+		ShutdownTimeout:                  20 * time.Second,
+		HandlerCancelMargin:              time.Second,
+		TelemetryFlushTimeout:            2 * time.Second,
+		TerminationGracePeriod:           30 * time.Second,
+		SidecarReadyTimeout:              60 * time.Second,
+		SidecarQuitTimeout:               time.Second,
+		ReadHeaderTimeout:                5 * time.Second,
+		IdleTimeout:                      620 * time.Second,
+		MaxHeaderBytes:                   1 << 20,
+		HTTP2:                            "h2c",
+		TLSReloadInterval:                10 * time.Second,
+		SlowMax:                          30 * time.Second,
+		GRPCKeepaliveMinTime:             10 * time.Second,
+		GRPCKeepalivePermitWithoutStream: true,
+		GRPCMaxConnectionAge:             5 * time.Minute,
+		CheckInterval:                    10 * time.Second,
+		CheckTimeout:                     2 * time.Second,
+		MemoryLimitRatio:                 0.9,
+		LogFormat:                        "json",
+		LogLevel:                         "info",
+		RequestLog:                       false,
 	}
 	// nil and empty slices are both "no checks".
 	if len(c.CheckTCP) != 0 || len(c.CheckHTTP) != 0 {
@@ -180,6 +183,13 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"small int", map[string]string{"APP_MAX_HEADER_BYTES": "100"}, "APP_MAX_HEADER_BYTES", []string{"at least 4096", "100"}},
 		{"log format", map[string]string{"APP_LOG_FORMAT": "xml"}, "APP_LOG_FORMAT", []string{`"xml"`, "json or text"}},
 		{"http2", map[string]string{"APP_HTTP2": "h2"}, "APP_HTTP2", []string{`"h2"`, "h2c or off"}},
+		{"grpc addr without port", map[string]string{"APP_GRPC_ADDR": "localhost"}, "APP_GRPC_ADDR", []string{`"localhost"`, "host:port"}},
+		{"grpc addr same as http", map[string]string{"APP_HTTP_ADDR": ":9000", "APP_GRPC_ADDR": ":9000"}, "APP_GRPC_ADDR", []string{"must differ", "APP_HTTP_ADDR"}},
+		{"grpc addr same as admin", map[string]string{"APP_GRPC_ADDR": ":8081"}, "APP_GRPC_ADDR", []string{"must differ", "APP_ADMIN_ADDR"}},
+		{"grpc keepalive min time zero", map[string]string{"APP_GRPC_KEEPALIVE_MIN_TIME": "0s"}, "APP_GRPC_KEEPALIVE_MIN_TIME", []string{"positive"}},
+		{"grpc max connection age negative", map[string]string{"APP_GRPC_MAX_CONNECTION_AGE": "-1m"}, "APP_GRPC_MAX_CONNECTION_AGE", []string{"negative"}},
+		{"grpc max connection age grace negative", map[string]string{"APP_GRPC_MAX_CONNECTION_AGE_GRACE": "-1s"}, "APP_GRPC_MAX_CONNECTION_AGE_GRACE", []string{"negative"}},
+		{"grpc reflection", map[string]string{"APP_GRPC_REFLECTION": "on"}, "APP_GRPC_REFLECTION", []string{`"on"`, "true or false"}},
 		{"http2 empty", map[string]string{"APP_HTTP2": ""}, "APP_HTTP2", []string{`""`, "h2c or off"}},
 		{"log level", map[string]string{"APP_LOG_LEVEL": "verbose"}, "APP_LOG_LEVEL", []string{`"verbose"`, "debug, info, warn or error"}},
 		{"log level case", map[string]string{"APP_LOG_LEVEL": "INFO"}, "APP_LOG_LEVEL", []string{`"INFO"`}},
@@ -419,7 +429,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 33; got != want {
+	if got, want := len(want), 39; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }

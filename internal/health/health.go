@@ -121,3 +121,22 @@ func (p *Probes) Handler() http.Handler {
 type headWriter struct{ http.ResponseWriter }
 
 func (w headWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// Ready runs the readiness checks as GET /ready does and returns nil when it
+// would answer 200, for servers that report readiness another way (the gRPC
+// health service).
+func (p *Probes) Ready() error {
+	var w statusWriter
+	p.h.ReadyEndpoint(&w, &http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/ready"}})
+	if w.code != 0 && w.code != http.StatusOK {
+		return fmt.Errorf("readiness: status %d", w.code)
+	}
+	return nil
+}
+
+// statusWriter keeps only the status code of a response.
+type statusWriter struct{ code int }
+
+func (w *statusWriter) Header() http.Header         { return http.Header{} }
+func (w *statusWriter) WriteHeader(code int)        { w.code = code }
+func (w *statusWriter) Write(b []byte) (int, error) { return len(b), nil }

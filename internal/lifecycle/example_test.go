@@ -43,7 +43,7 @@ func ExampleController_Run() {
 		signal(errors.New("received terminated"))
 	}()
 	err = c.Run(stop, lifecycle.Plan{
-		Traffic: traffic, Admin: admin,
+		Traffic: []lifecycle.Traffic{{Name: "http", Server: traffic}}, Admin: admin,
 		PrestopDelay:    50 * time.Millisecond, // seconds in production: see the README
 		ShutdownTimeout: time.Second,
 		CancelMargin:    100 * time.Millisecond,

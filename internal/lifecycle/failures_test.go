@@ -17,7 +17,7 @@ func TestRunShutdownErrorWithoutCutIsNotExit3(t *testing.T) {
 	stop, signal := context.WithCancelCause(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Run(stop, Plan{Traffic: traffic, Admin: admin, ShutdownTimeout: time.Second, FlushTimeout: time.Second})
+		done <- c.Run(stop, Plan{Traffic: []Traffic{{"http", traffic}}, Admin: admin, ShutdownTimeout: time.Second, FlushTimeout: time.Second})
 	}()
 	waitPhase(t, c, Ready)
 	signal(errors.New("test"))
@@ -40,7 +40,7 @@ func TestRunServeFailureEndsPrestopDelay(t *testing.T) {
 		stop, signal := context.WithCancelCause(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			done <- c.Run(stop, Plan{Traffic: traffic, Admin: admin, PrestopDelay: time.Hour, QuietPeriod: quiet,
+			done <- c.Run(stop, Plan{Traffic: []Traffic{{"http", traffic}}, Admin: admin, PrestopDelay: time.Hour, QuietPeriod: quiet,
 				ShutdownTimeout: time.Second, FlushTimeout: time.Second})
 		}()
 		waitPhase(t, c, Ready)

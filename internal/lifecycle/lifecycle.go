@@ -36,7 +36,7 @@ const (
 	ExitSecondSignal = 4
 )
 
-// ErrRequestsCut is returned by Run when the traffic server's Shutdown
+// ErrRequestsCut is returned by Run when a traffic server's Shutdown
 // reported requests it cut: at the deadline, or dropped by net/http after
 // shutdown began (see server.Server.Shutdown).
 var ErrRequestsCut = errors.New("shutdown cut requests")
@@ -60,11 +60,14 @@ func ExitCode(err error) int {
 	return ExitFailure
 }
 
-// Server is an HTTP server whose listener is already bound
-// (server.Server implements it). Serve must return nil once Shutdown or Close
-// has been called, also when it is called after them (it then closes the
-// listener and returns at once), and an error if it stops for any other
-// reason.
+// Server is a server whose listener is already bound (server.Server and
+// grpcserver.Server implement it). Serve must return nil once Shutdown or
+// Close has been called, also when it is called after them (it then closes
+// the listener and returns at once), and an error if it stops for any other
+// reason. StartDraining tells clients to move elsewhere while the listener
+// still accepts; Shutdown stops accepting, waits for requests in flight until
+// ctx ends (cancelling their contexts cancelMargin before that) and returns
+// how many it cut; Arrivals counts requests received so far.
 type Server interface {
 	Serve() error
 	StartDraining()
@@ -73,10 +76,19 @@ type Server interface {
 	Arrivals() uint64
 }
 
+// Traffic is a server of the application's traffic and the name its log
+// lines and errors use ("http", "grpc").
+type Traffic struct {
+	Name string
+	Server
+}
+
 // Plan is everything Run drives. Zero durations mean "skip that step";
 // nil functions are skipped.
 type Plan struct {
-	Traffic Server // the application's port: drained
+	// Traffic are the application's ports, one per protocol: all served
+	// once ready, drained together under the one ShutdownTimeout.
+	Traffic []Traffic
 	Admin   Server // probes and metrics: stopped last
 
 	// WaitReady blocks until dependencies that must be up before traffic
@@ -96,7 +108,7 @@ type Plan struct {
 	AdminStopTimeout time.Duration
 
 	// Drained is told how long the drain took from the signal, and how many
-	// requests the deadline cut.
+	// requests the deadline cut, summed over the traffic servers.
 	Drained func(d time.Duration, cut int)
 }
 
@@ -158,15 +170,16 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // Run serves until stop is done (the first SIGTERM or SIGINT) and then shuts
 // down in order. The admin server serves from the start, so probes answer
 // "not ready" during start-up; the traffic server serves only once WaitReady
-// has succeeded (its bound listener queues connections until then). It
-// returns nil after a clean drain, an error wrapping ErrRequestsCut if the
-// shutdown cut requests, one wrapping ErrServerStopped if a server
+// has succeeded (its bound listener queues connections until then). The
+// traffic servers go through each phase together. It returns nil after a
+// clean drain, an error wrapping ErrRequestsCut if the shutdown of any
+// traffic server cut requests, one wrapping ErrServerStopped if a server
 // stopped on its own at any time, and any other error if start-up failed.
-// Every path out of Run goes through the same teardown (see teardown). Both
-// servers must be bound before Run is called, and neither may be used after
+// Every path out of Run goes through the same teardown (see teardown). All
+// servers must be bound before Run is called, and none may be used after
 // it returns.
 func (c *Controller) Run(stop context.Context, p Plan) (err error) {
-	w := c.watch()
+	w := c.watch(1 + len(p.Traffic))
 	w.serve("admin", p.Admin)
 	var at progress
 	defer func() { err = c.teardown(p, w, at, err) }()
@@ -181,7 +194,9 @@ func (c *Controller) Run(stop context.Context, p Plan) (err error) {
 	if at.signalled = stop.Err() != nil; at.signalled {
 		return nil // stopped while starting: nothing was served, nothing to drain
 	}
-	w.serve("http", p.Traffic)
+	for _, t := range p.Traffic {
+		w.serve(t.Name, t)
+	}
 	at.serving = true
 	c.enter(Ready)
 
@@ -198,20 +213,24 @@ func (c *Controller) Run(stop context.Context, p Plan) (err error) {
 	// stop routing new requests here. Liveness stays OK: a failing liveness
 	// probe would get the container restarted in the middle of its drain.
 	c.enter(Draining, "reason", context.Cause(stop).Error(), "prestop_delay", p.PrestopDelay.String())
-	p.Traffic.StartDraining()
+	for _, t := range p.Traffic {
+		t.StartDraining()
+	}
 
 	// Keep serving normally while the pod's removal propagates to
 	// kube-proxy, ingress controllers and cloud load balancers, which happens
 	// in parallel with our SIGTERM and takes seconds. Closing the listener
-	// now would refuse requests still routed here. Responses now carry
-	// "Connection: close" so pooled keep-alive connections move elsewhere.
+	// now would refuse requests still routed here. Each protocol now tells
+	// its pooled connections to move elsewhere (HTTP responses carry
+	// "Connection: close", gRPC connections get GOAWAY).
 	c.waitPrestop(p, w.failed)
 
 	// Stop accepting and let requests in flight finish. The deadline starts
-	// only now, so the drain gets the whole ShutdownTimeout.
+	// only now, so the drain gets the whole ShutdownTimeout; the servers
+	// drain concurrently, each under that same deadline.
 	c.enter(ShuttingDown, "in_flight_deadline", p.ShutdownTimeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), p.ShutdownTimeout)
-	cut, shutdownErr := p.Traffic.Shutdown(ctx, p.CancelMargin)
+	cut, shutdownErr := c.shutdownAll(ctx, p)
 	cancel()
 	at.drained = true
 	drain := time.Since(start)
@@ -226,16 +245,49 @@ func (c *Controller) Run(stop context.Context, p Plan) (err error) {
 		c.log.Error("shutdown cut requests", "requests_cut", cut, "err", shutdownErr)
 		return fmt.Errorf("%w: %d: %w", ErrRequestsCut, cut, shutdownErr)
 	case shutdownErr != nil:
-		return fmt.Errorf("shut down traffic server: %w", shutdownErr)
+		return shutdownErr
 	}
 	return nil
+}
+
+// shutdownAll shuts the traffic servers down concurrently and returns the
+// sum of their cuts and their errors joined, each naming its server.
+func (c *Controller) shutdownAll(ctx context.Context, p Plan) (cut int, err error) {
+	cuts := make([]int, len(p.Traffic))
+	errs := make([]error, len(p.Traffic))
+	var wg sync.WaitGroup
+	for i, t := range p.Traffic {
+		wg.Go(func() {
+			cuts[i], errs[i] = t.Shutdown(ctx, p.CancelMargin)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("shut down %s server: %w", t.Name, errs[i])
+			}
+			if cuts[i] > 0 {
+				c.log.Error("shutdown cut requests", "server", t.Name, "requests_cut", cuts[i])
+			}
+		})
+	}
+	wg.Wait()
+	for _, n := range cuts {
+		cut += n
+	}
+	return cut, errors.Join(errs...)
+}
+
+// arrivals is the number of requests received by all traffic servers.
+func (p Plan) arrivals() uint64 {
+	var n uint64
+	for _, t := range p.Traffic {
+		n += t.Arrivals()
+	}
+	return n
 }
 
 // progress is how far Run got before teardown.
 type progress struct {
 	signalled bool // the pod is terminating
-	serving   bool // the traffic server's Serve was started
-	drained   bool // the traffic server was shut down
+	serving   bool // the traffic servers' Serve were started
+	drained   bool // the traffic servers were shut down
 }
 
 // teardown ends every path out of Run, whatever err is; each step is bounded
@@ -248,12 +300,16 @@ func (c *Controller) teardown(p Plan, w *watcher, at progress, err error) error 
 	default:
 		c.enter(Flushing, "reason", "start-up or serve failure")
 	}
-	// A server we did not drain is closed: on a failure there is nothing
+	// Servers we did not drain are closed: on a failure there is nothing
 	// worth waiting for. Serve after Close closes a listener never served.
 	if !at.drained {
-		err = errors.Join(err, p.Traffic.Close())
-		if !at.serving {
-			w.serve("http", p.Traffic)
+		for _, t := range p.Traffic {
+			if cerr := t.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("close %s server: %w", t.Name, cerr))
+			}
+			if !at.serving {
+				w.serve(t.Name, t)
+			}
 		}
 	}
 	// Flush telemetry after the drain, so the spans of the last requests
@@ -293,8 +349,8 @@ type watcher struct {
 	started int
 }
 
-func (c *Controller) watch() *watcher {
-	return &watcher{log: c.log, results: make(chan error, 2), failed: make(chan struct{})}
+func (c *Controller) watch(servers int) *watcher {
+	return &watcher{log: c.log, results: make(chan error, servers), failed: make(chan struct{})}
 }
 
 // serve runs srv.Serve in a goroutine. It is called once per server.
@@ -339,7 +395,7 @@ func (c *Controller) waitPrestop(p Plan, failed <-chan struct{}) {
 	}
 	tick := time.NewTicker(min(max(p.QuietPeriod/10, time.Millisecond), 25*time.Millisecond))
 	defer tick.Stop()
-	seen, lastArrival := p.Traffic.Arrivals(), time.Now()
+	seen, lastArrival := p.arrivals(), time.Now()
 	for {
 		select {
 		case <-delay.C:
@@ -347,7 +403,7 @@ func (c *Controller) waitPrestop(p Plan, failed <-chan struct{}) {
 		case <-failed:
 			return
 		case now := <-tick.C:
-			if n := p.Traffic.Arrivals(); n != seen {
+			if n := p.arrivals(); n != seen {
 				seen, lastArrival = n, now
 			} else if now.Sub(lastArrival) >= p.QuietPeriod {
 				c.log.Info("pre-stop delay ended early: no request during the quiet period", "quiet_period", p.QuietPeriod.String())

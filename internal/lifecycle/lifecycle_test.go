@@ -89,7 +89,7 @@ func TestRunOrder(t *testing.T) {
 	c := New(quietLogger(), func(prev, next string, _ time.Duration) { phases = append(phases, next) })
 	stop, signal := context.WithCancelCause(context.Background())
 	plan := Plan{
-		Traffic: traffic, Admin: admin,
+		Traffic: []Traffic{{"http", traffic}}, Admin: admin,
 		WaitReady: func(context.Context) error { rec.add("wait-ready"); return nil },
 		Flush:     func(context.Context) error { rec.add("flush"); return nil },
 		Quit:      func(context.Context) error { rec.add("quit"); return nil },
@@ -143,7 +143,7 @@ func TestRunPrestopDelay(t *testing.T) {
 			stop, signal := context.WithCancelCause(context.Background())
 			done := make(chan error)
 			go func() {
-				done <- c.Run(stop, Plan{Traffic: traffic, Admin: admin, PrestopDelay: tt.delay, QuietPeriod: tt.quiet,
+				done <- c.Run(stop, Plan{Traffic: []Traffic{{"http", traffic}}, Admin: admin, PrestopDelay: tt.delay, QuietPeriod: tt.quiet,
 					ShutdownTimeout: time.Second, FlushTimeout: time.Second})
 			}()
 			waitPhase(t, c, Ready)
@@ -179,7 +179,7 @@ func TestRunDeadlineCutsRequests(t *testing.T) {
 	var gotCut int
 	done := make(chan error)
 	go func() {
-		done <- c.Run(stop, Plan{Traffic: traffic, Admin: admin, ShutdownTimeout: 100 * time.Millisecond, FlushTimeout: time.Second,
+		done <- c.Run(stop, Plan{Traffic: []Traffic{{"http", traffic}}, Admin: admin, ShutdownTimeout: 100 * time.Millisecond, FlushTimeout: time.Second,
 			Drained: func(_ time.Duration, cut int) { gotCut = cut }})
 	}()
 	waitPhase(t, c, Ready)
@@ -201,7 +201,7 @@ func TestRunStartupFailures(t *testing.T) {
 		rec := &recorder{}
 		traffic, admin := newFake("traffic", rec), newFake("admin", rec)
 		c := New(quietLogger(), nil)
-		err := c.Run(context.Background(), Plan{Traffic: traffic, Admin: admin,
+		err := c.Run(context.Background(), Plan{Traffic: []Traffic{{"http", traffic}}, Admin: admin,
 			WaitReady: func(context.Context) error { return errors.New("sidecar timeout") }})
 		if err == nil || ExitCode(err) != ExitFailure {
 			t.Fatalf("Run = %v, want a start-up failure (exit 1)", err)
@@ -215,7 +215,7 @@ func TestRunStartupFailures(t *testing.T) {
 		traffic, admin := newFake("traffic", rec), newFake("admin", rec)
 		traffic.serveErr = errors.New("accept: too many open files")
 		c := New(quietLogger(), nil)
-		err := c.Run(context.Background(), Plan{Traffic: traffic, Admin: admin})
+		err := c.Run(context.Background(), Plan{Traffic: []Traffic{{"http", traffic}}, Admin: admin})
 		if err == nil || ExitCode(err) != ExitFailure {
 			t.Fatalf("Run = %v, want a serve failure (exit 1)", err)
 		}
@@ -227,7 +227,7 @@ func TestRunStartupFailures(t *testing.T) {
 		stop, signal := context.WithCancelCause(context.Background())
 		ran := make(chan error, 1)
 		go func() {
-			ran <- c.Run(stop, Plan{Traffic: traffic, Admin: admin, PrestopDelay: time.Hour, ShutdownTimeout: time.Second, FlushTimeout: time.Second,
+			ran <- c.Run(stop, Plan{Traffic: []Traffic{{"http", traffic}}, Admin: admin, PrestopDelay: time.Hour, ShutdownTimeout: time.Second, FlushTimeout: time.Second,
 				WaitReady: func(ctx context.Context) error { signal(errors.New("test")); <-ctx.Done(); return ctx.Err() }})
 		}()
 		// The delay is an hour: returning within seconds means it was skipped.

@@ -51,7 +51,7 @@ func TestRunTeardownOnEveryPath(t *testing.T) {
 			rec := &recorder{}
 			traffic, admin := newFake("traffic", rec), newFake("admin", rec)
 			plan := Plan{
-				Traffic: traffic, Admin: admin,
+				Traffic: []Traffic{{"http", traffic}}, Admin: admin,
 				Flush:           func(context.Context) error { rec.add("flush"); return nil },
 				Quit:            func(context.Context) error { rec.add("quit"); return nil },
 				ShutdownTimeout: 5 * time.Second, FlushTimeout: time.Second, QuitTimeout: time.Second, AdminStopTimeout: time.Second,
@@ -110,7 +110,7 @@ func TestRunServesTrafficOnlyWhenReady(t *testing.T) {
 	stop, signal := context.WithCancelCause(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Run(stop, Plan{Traffic: traffic, Admin: admin, ShutdownTimeout: time.Second, FlushTimeout: time.Second,
+		done <- c.Run(stop, Plan{Traffic: []Traffic{{"http", traffic}}, Admin: admin, ShutdownTimeout: time.Second, FlushTimeout: time.Second,
 			AdminStopTimeout: time.Second,
 			WaitReady:        func(context.Context) error { <-release; return nil }})
 	}()

@@ -6,6 +6,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,10 @@ type Registry struct {
 	phaseSecs   *prometheus.GaugeVec
 	drain       prometheus.Gauge
 	cut         prometheus.Counter
+
+	rpcs        *prometheus.CounterVec
+	rpcDuration *prometheus.HistogramVec
+	rpcPanics   prometheus.Counter
 }
 
 // New returns a registry with the Go runtime and process collectors and the
@@ -59,9 +64,31 @@ func New() *Registry {
 	r.cut = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "kubeskel_shutdown_requests_cut_total", Help: "Requests still running when the shutdown deadline was reached and their connections closed.",
 	})
-	r.reg.MustRegister(r.requests, r.duration, r.panics, r.phase, r.transitions, r.phaseSecs, r.drain, r.cut)
+	r.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "grpc_server_handled_total", Help: "RPCs completed on the gRPC port, by service, method and status code.",
+	}, []string{"grpc_service", "grpc_method", "grpc_code"})
+	r.rpcDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "grpc_server_handling_seconds", Help: "Duration of RPCs on the gRPC port, by service and method.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"grpc_service", "grpc_method"})
+	r.rpcPanics = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "grpc_server_panics_total", Help: "Handler panics recovered on the gRPC port (answered with code Internal).",
+	})
+	r.reg.MustRegister(r.requests, r.duration, r.panics, r.phase, r.transitions, r.phaseSecs, r.drain, r.cut,
+		r.rpcs, r.rpcDuration, r.rpcPanics)
 	return r
 }
+
+// RPC records one finished RPC: fullMethod is "/pkg.Service/Method", code
+// the status code's name ("OK").
+func (r *Registry) RPC(fullMethod, code string, d time.Duration) {
+	service, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	r.rpcs.WithLabelValues(service, method, code).Inc()
+	r.rpcDuration.WithLabelValues(service, method).Observe(d.Seconds())
+}
+
+// RPCPanic counts a recovered gRPC handler panic.
+func (r *Registry) RPCPanic() { r.rpcPanics.Inc() }
 
 // Registerer is where further collectors (health checks, say) register.
 func (r *Registry) Registerer() prometheus.Registerer { return r.reg }
@@ -124,7 +151,7 @@ func (r *Registry) SetPhase(prev, phase string, prevDuration time.Duration) {
 	r.transitions.WithLabelValues(phase).Inc()
 }
 
-// Drained records the time from the signal to the end of the HTTP drain and
+// Drained records the time from the signal to the end of the drain and
 // the number of requests cut at the deadline.
 func (r *Registry) Drained(d time.Duration, cut int) {
 	r.drain.Set(d.Seconds())

@@ -228,11 +228,13 @@ func TestRenderMatrix(t *testing.T) {
 				if strings.HasSuffix(svc.Name, "-metrics") {
 					continue
 				}
-				if got, want := len(svc.Spec.Ports), 1; got != want {
-					t.Fatalf("traffic Service has %d ports, want %d (admin must not be exposed)", got, want)
+				// http, and grpc when enabled (the default): never admin.
+				var targets []string
+				for _, port := range svc.Spec.Ports {
+					targets = append(targets, port.TargetPort.String())
 				}
-				if got, want := svc.Spec.Ports[0].TargetPort.String(), "http"; got != want {
-					t.Errorf("traffic Service targetPort = %q, want %q", got, want)
+				if got, want := strings.Join(targets, ","), "http,grpc"; got != want {
+					t.Errorf("traffic Service targetPorts = %q, want %q (admin must not be exposed)", got, want)
 				}
 			}
 			if got, want := len(r.Hooks), 1; got != want {

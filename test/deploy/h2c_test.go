@@ -38,8 +38,8 @@ func TestH2C(t *testing.T) {
 				t.Errorf("APP_HTTP2 = %q, want %q", got, tc.wantEnv)
 			}
 			svc := trafficService(t, r)
-			if got, want := len(svc.Spec.Ports), 1; got != want {
-				t.Fatalf("traffic Service has %d ports, want %d", got, want)
+			if got, want := svc.Spec.Ports[0].Name, "http"; got != want {
+				t.Fatalf("traffic Service's first port is %q, want %q", got, want)
 			}
 			port := svc.Spec.Ports[0]
 			if port.AppProtocol == nil {

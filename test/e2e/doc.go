@@ -16,4 +16,6 @@
 // ./cmd/kubeskel; E2E_REQUESTS (per model, default 60000, short 15000),
 // E2E_CONTROL_REQUESTS (8000), E2E_RATE (1000 req/s), E2E_LAG (1s);
 // E2E_DEBUG=1 prints wrong echo bodies and the worst latency of each second.
+// The gRPC model (grpc_test.go): E2E_GRPC_REQUESTS (default 16000),
+// E2E_GRPC_CONTROL_REQUESTS (6000), E2E_GRPC_RATE (400 calls/s).
 package e2e

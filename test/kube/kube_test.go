@@ -455,6 +455,7 @@ func TestKube(t *testing.T) {
 			}
 			s.rollout(ctx, t)
 		}, true},
+		{"grpc-readiness-probe", func(t *testing.T) { s.grpcReadinessProbe(ctx, t) }, false},
 		{"native-prestop-sleep", func(t *testing.T) {
 			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values,
 				"--set", "lifecycle.preStopSleep.enabled=true")

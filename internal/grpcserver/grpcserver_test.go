@@ -1,0 +1,340 @@
+package grpcserver_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/kubeskel/kubeskel/internal/grpcapp"
+	echov1 "github.com/kubeskel/kubeskel/internal/grpcapp/echo/v1"
+	"github.com/kubeskel/kubeskel/internal/grpcserver"
+)
+
+func echoDeps() grpcapp.Deps {
+	return grpcapp.Deps{Host: "test", MaxInterval: time.Minute, MaxCount: 1000}
+}
+
+// start binds and serves a server on 127.0.0.1:0; it is closed when the test ends.
+func start(t *testing.T, o grpcserver.Options) *grpcserver.Server {
+	t.Helper()
+	if o.Register == nil {
+		o.Register = func(r grpc.ServiceRegistrar) { grpcapp.Register(r, echoDeps()) }
+	}
+	o.ReadyInterval = 10 * time.Millisecond
+	s, err := grpcserver.Listen("grpc", "127.0.0.1:0", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve = %v, want nil after Close", err)
+		}
+	})
+	return s
+}
+
+// client dials s and counts the TCP connections it opens.
+func client(t *testing.T, s *grpcserver.Server) (*grpc.ClientConn, *atomic.Int32) {
+	t.Helper()
+	var dials atomic.Int32
+	cc, err := grpc.NewClient(s.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc, &dials
+}
+
+func TestListenPortInUse(t *testing.T) {
+	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, err = grpcserver.Listen("grpc", l.Addr().String(), grpcserver.Options{})
+	if err == nil || !strings.Contains(err.Error(), l.Addr().String()) {
+		t.Fatalf("Listen on a port in use = %v, want an error naming %s", err, l.Addr())
+	}
+}
+
+// The health service follows Ready, and a Watch stream sees NOT_SERVING as
+// soon as draining starts, whatever Ready says.
+func TestHealthFollowsReadinessAndDrain(t *testing.T) {
+	var notReady atomic.Bool
+	notReady.Store(true)
+	s := start(t, grpcserver.Options{Ready: func() error {
+		if notReady.Load() {
+			return errors.New("not ready")
+		}
+		return nil
+	}})
+	cc, _ := client(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{Service: "kubeskel.echo.v1.Echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() healthpb.HealthCheckResponse_ServingStatus {
+		r, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("Watch.Recv: %v", err)
+		}
+		return r.GetStatus()
+	}
+	if got := next(); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("status before ready = %s, want NOT_SERVING", got)
+	}
+	notReady.Store(false)
+	if got := next(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("status once ready = %s, want SERVING", got)
+	}
+	began := time.Now()
+	s.StartDraining()
+	if got := next(); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("status after StartDraining = %s, want NOT_SERVING", got)
+	}
+	if d := time.Since(began); d > time.Second {
+		t.Errorf("Watch saw NOT_SERVING %s after StartDraining, want at once", d)
+	}
+	r, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("Check(\"\") while draining = %v, %v; want NOT_SERVING", r, err)
+	}
+}
+
+// rawConn is an HTTP/2 connection without a gRPC client above it: it sees
+// the frames the server sends, GOAWAY included.
+func rawGoAway(t *testing.T, addr string) <-chan *http2.GoAwayFrame {
+	t.Helper()
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *http2.GoAwayFrame, 2)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				close(got)
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck() // a write error ends the read loop next
+				}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					_ = fr.WritePing(true, f.Data)
+				}
+			case *http2.GoAwayFrame:
+				got <- f
+			}
+		}
+	}()
+	return got
+}
+
+// StartDraining sends GOAWAY to the connections already open while the
+// listener keeps accepting: an RPC open on an old connection finishes, and
+// the client's next call succeeds on a new connection.
+func TestStartDrainingSendsGoAwayAndKeepsAccepting(t *testing.T) {
+	s := start(t, grpcserver.Options{})
+	goaway := rawGoAway(t, s.Addr().String())
+	cc, dials := client(t, s)
+	echo := echov1.NewEchoClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := echo.Say(ctx, &echov1.SayRequest{Message: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := echo.Count(ctx, &echov1.CountRequest{Count: 5, IntervalMs: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
+	s.StartDraining()
+	select {
+	case f, ok := <-goaway:
+		if !ok {
+			t.Fatal("raw connection closed without GOAWAY")
+		}
+		if f.ErrCode != http2.ErrCodeNo {
+			t.Errorf("GOAWAY code = %s, want NO_ERROR", f.ErrCode)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no GOAWAY within 5s of StartDraining")
+	}
+	// The stream opened before the GOAWAY runs to its end.
+	n := 1
+	for {
+		_, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("stream open across StartDraining: %v after %d messages", err, n)
+		}
+		n++
+	}
+	if n != 5 {
+		t.Errorf("stream got %d messages, want 5", n)
+	}
+	// The next calls succeed, on a new connection the listener accepted.
+	for i := range 3 {
+		if _, err := echo.Say(ctx, &echov1.SayRequest{Message: "after"}, grpc.WaitForReady(true)); err != nil {
+			t.Fatalf("call %d after StartDraining: %v", i, err)
+		}
+	}
+	if got := dials.Load(); got != 2 {
+		t.Errorf("client dialled %d connections, want 2 (the second after GOAWAY)", got)
+	}
+}
+
+// blocking is an Echo whose Count ignores its context: only the deadline's
+// Stop ends it.
+type blocking struct {
+	echov1.UnimplementedEchoServer
+	started, release chan struct{}
+}
+
+func (b *blocking) Count(_ *echov1.CountRequest, stream grpc.ServerStreamingServer[echov1.CountResponse]) error {
+	_ = stream.Send(&echov1.CountResponse{N: 1}) // the test waits on started, not on this message
+	close(b.started)
+	<-b.release // a handler that ignores cancellation
+	return nil
+}
+
+func TestShutdownCutsRPCsAtDeadline(t *testing.T) {
+	b := &blocking{started: make(chan struct{}), release: make(chan struct{})}
+	s := start(t, grpcserver.Options{Register: func(r grpc.ServiceRegistrar) { echov1.RegisterEchoServer(r, b) }})
+	t.Cleanup(func() { close(b.release) })
+	cc, _ := client(t, s)
+	stream, err := echov1.NewEchoClient(cc).Count(context.Background(), &echov1.CountRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-b.started
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	cut, err := s.Shutdown(ctx, 100*time.Millisecond)
+	if cut != 1 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %d, %v; want 1 cut, deadline exceeded", cut, err)
+	}
+	_, _ = stream.Recv() // the message sent before blocking
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("cut stream ended with %v, want Unavailable", err)
+	}
+}
+
+// A streaming handler that honours its context sees it cancelled
+// CancelMargin before the deadline and ends cleanly: nothing is cut.
+func TestShutdownCancelMarginEndsStreamsCleanly(t *testing.T) {
+	s := start(t, grpcserver.Options{})
+	cc, _ := client(t, s)
+	stream, err := echov1.NewEchoClient(cc).Count(context.Background(), &echov1.CountRequest{Count: 1000, IntervalMs: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var streamErr error
+	wg.Go(func() {
+		for {
+			if _, streamErr = stream.Recv(); streamErr != nil {
+				return
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	began := time.Now()
+	cut, err := s.Shutdown(ctx, 500*time.Millisecond)
+	took := time.Since(began)
+	wg.Wait()
+	if cut != 0 || err != nil {
+		t.Errorf("Shutdown = %d, %v; want 0, nil", cut, err)
+	}
+	if !errors.Is(streamErr, io.EOF) {
+		t.Errorf("stream ended with %v, want a clean end (EOF)", streamErr)
+	}
+	if took < 400*time.Millisecond || took > 900*time.Millisecond {
+		t.Errorf("Shutdown took %s, want about the deadline minus the margin (500ms)", took)
+	}
+}
+
+func TestPanicBecomesInternal(t *testing.T) {
+	panics := 0
+	s := start(t, grpcserver.Options{Obs: grpcserver.Observability{Panic: func() { panics++ }}})
+	cc, _ := client(t, s)
+	echo := echov1.NewEchoClient(cc)
+	_, err := echo.Say(context.Background(), &echov1.SayRequest{Message: "panic"})
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("Say(panic) = %v, want Internal", err)
+	}
+	if _, err := echo.Say(context.Background(), &echov1.SayRequest{Message: "hi"}); err != nil {
+		t.Fatalf("call after a panic: %v", err)
+	}
+	if panics != 1 {
+		t.Errorf("panics counted = %d, want 1", panics)
+	}
+}
+
+// Observe gets every RPC with its method and code.
+func TestObserveMethodAndCode(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	s := start(t, grpcserver.Options{Obs: grpcserver.Observability{Observe: func(m, code string, _ time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, m+" "+code)
+	}}})
+	cc, _ := client(t, s)
+	echo := echov1.NewEchoClient(cc)
+	if _, err := echo.Say(context.Background(), &echov1.SayRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := echo.Count(context.Background(), &echov1.CountRequest{Count: 1, IntervalMs: 120_000})
+	for _, err := st.Recv(); err == nil; _, err = st.Recv() {
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"/kubeskel.echo.v1.Echo/Say OK", "/kubeskel.echo.v1.Echo/Count InvalidArgument"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("observed %v, want %v", got, want)
+	}
+}
