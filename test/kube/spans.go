@@ -252,9 +252,11 @@ func checkSpans(reqs []tracedRequest, pod string, deleteAt, delayEnd time.Time, 
 }
 
 func (r spanReport) String() string {
-	return fmt.Sprintf("requests sent %v; answered 200 by the terminated pod: %d (%d after the delete, %d during the pre-stop delay); "+
-		"spans missing at the receiver: %d (%d after the delete, %d during the pre-stop delay); answered by another pod %d, not answered 200 %d",
-		r.perTarget, r.servedByPod, r.servedAfterDelete, r.servedInDelay, r.missing, r.missingAfterDelete, r.missingInDelay, r.otherPod, r.failed)
+	return fmt.Sprintf("requests sent %v; answered 200 by the terminated pod: %d, spans received for %d; "+
+		"after the delete: %d, spans received for %d; during the pre-stop delay: %d, spans received for %d; "+
+		"answered by another pod %d, not answered 200 %d",
+		r.perTarget, r.servedByPod, r.servedByPod-r.missing, r.servedAfterDelete, r.servedAfterDelete-r.missingAfterDelete,
+		r.servedInDelay, r.servedInDelay-r.missingInDelay, r.otherPod, r.failed)
 }
 
 // errNoSpans is returned by waitSpans when the sink saw nothing in time.
