@@ -56,12 +56,14 @@ func (s *suite) watchSidecar(ctx context.Context, pod string) (*sidecarWatch, er
 	}
 	if err := logs.Start(); err != nil {
 		cancel()
-		watch.Wait()
+		_ = watch.Wait() // killed by cancel; the start error is the one to report
 		return nil, fmt.Errorf("start collector log stream: %w", err)
 	}
+	// Both commands run until stop cancels them, so their exit status says
+	// nothing: what they delivered is checked instead.
 	w.done.Add(2)
-	go func() { defer w.done.Done(); w.statuses(bufio.NewReader(wOut)); watch.Wait() }()
-	go func() { defer w.done.Done(); w.collectorLog(bufio.NewReader(lOut)); logs.Wait() }()
+	go func() { defer w.done.Done(); w.statuses(bufio.NewReader(wOut)); _ = watch.Wait() }()
+	go func() { defer w.done.Done(); w.collectorLog(bufio.NewReader(lOut)); _ = logs.Wait() }()
 	return w, nil
 }
 

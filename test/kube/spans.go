@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -40,23 +41,26 @@ type spanSink struct {
 }
 
 // startSpanSink listens on spanSinkAddr and serves until the test ends.
-func startSpanSink(t interface {
-	Helper()
-	Fatalf(string, ...any)
-	Cleanup(func())
-}) *spanSink {
+func startSpanSink(t testing.TB) *spanSink {
 	t.Helper()
-	ln, err := net.Listen("tcp", spanSinkAddr)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", spanSinkAddr)
 	if err != nil {
 		t.Fatalf("span sink: listen on %s: %v", spanSinkAddr, err)
 	}
 	k := &spanSink{traces: map[string]time.Time{}}
 	k.srv = &http.Server{Handler: k, ReadHeaderTimeout: 5 * time.Second}
-	go k.srv.Serve(ln)
+	served := make(chan error, 1)
+	go func() { served <- k.srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		k.srv.Shutdown(ctx)
+		if err := k.srv.Shutdown(ctx); err != nil {
+			t.Errorf("span sink: shut down: %v", err)
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("span sink: serve: %v", err)
+		}
 	})
 	return k
 }
