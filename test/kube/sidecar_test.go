@@ -42,8 +42,17 @@ func (s *suite) upgradeSidecar(ctx context.Context, t *testing.T, extra ...strin
 // kubelet sends SIGTERM together with the app.
 func (s *suite) ordinaryCollectorArgs(ctx context.Context, t *testing.T) []string {
 	t.Helper()
+	// helm template assumes an old Kubernetes unless told the cluster's.
+	var version struct {
+		ServerVersion struct {
+			GitVersion string `json:"gitVersion"`
+		} `json:"serverVersion"`
+	}
+	if err := json.Unmarshal([]byte(s.mustKubectl(ctx, t, "version", "-o", "json")), &version); err != nil {
+		t.Fatal(err)
+	}
 	rendered := s.mustHelm(ctx, t, "template", release, s.chart, "-n", s.ns, "-f", s.values, "-f", sidecarValues,
-		"--show-only", "templates/deployment.yaml")
+		"--kube-version", version.ServerVersion.GitVersion, "--show-only", "templates/deployment.yaml")
 	file := filepath.Join(t.TempDir(), "deployment.yaml")
 	if err := os.WriteFile(file, []byte(rendered), 0o644); err != nil {
 		t.Fatal(err)
