@@ -38,17 +38,17 @@ lint:
 .PHONY: e2e
 e2e: e2e-lb e2e-deploy
 
-# @HELP rolling restarts through HAProxy under load, CI variant (~1 min; needs haproxy)
+# @HELP rolling restarts through HAProxy under load, HTTP/1.1 and HTTP/2, with SSE clients, CI variant (~2 min; needs haproxy)
 .PHONY: e2e-lb
 e2e-lb:
 	E2E_SHORT=1 go test -tags e2e -count=1 -v -timeout 10m ./test/e2e
 
-# @HELP full rolling-restart run: 2 models x 60,000 requests, >= 6 restarts each (~2.5 min; needs haproxy)
+# @HELP full rolling-restart run: 2 models x HTTP/1.1 and HTTP/2 x 60,000 requests, >= 6 restarts each (~5 min; needs haproxy)
 .PHONY: e2e-full
 e2e-full:
 	go test -tags e2e -count=1 -v -timeout 20m ./test/e2e
 
-# @HELP cost of the skeleton against bare net/http, printed as Markdown (~10 min; apt-get install wrk valgrind)
+# @HELP cost of the skeleton against bare net/http, printed as Markdown (~12 min; apt-get install wrk nghttp2-client valgrind)
 .PHONY: bench
 bench:
 	hack/bench.sh

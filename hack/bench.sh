@@ -3,7 +3,7 @@
 # server serving the same handlers (test/bench/bare), all in one run, and
 # prints Markdown for BENCHMARKS.md. Takes about 12 minutes on 2 cores.
 #
-#   apt-get install wrk valgrind        # taskset comes with util-linux
+#   apt-get install wrk valgrind nghttp2-client   # taskset comes with util-linux; h2load is in nghttp2-client
 #   hack/bench.sh [-reps 5] [-duration 5s] [-only throughput,callgrind,...]
 #
 # Flags go to test/bench/run (go run -tags bench ./test/bench/run -h).
@@ -13,11 +13,11 @@ set -o errexit -o pipefail -o nounset
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in wrk valgrind callgrind_control cg_diff cg_annotate taskset; do
+for tool in wrk h2load valgrind callgrind_control cg_diff cg_annotate taskset; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if (( ${#missing[@]} )); then
-  echo "bench.sh: missing ${missing[*]}; apt-get install wrk valgrind util-linux" >&2
+  echo "bench.sh: missing ${missing[*]}; apt-get install wrk nghttp2-client valgrind util-linux" >&2
   exit 1
 fi
 

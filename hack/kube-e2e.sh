@@ -2,7 +2,9 @@
 # kube-e2e.sh is `make e2e-kube`: bring up the single-node cluster in its own
 # network namespace, build and import the kubeskel image, run the e2e-kube
 # suite (test/kube, build tag kube) in that namespace against the real chart,
-# and always tear the cluster down. On failure
+# and always tear the cluster down. KUBE_E2E_RUN narrows the steps for local
+# work (a -test.run pattern such as 'TestKube/(install|clusterip-routing)$';
+# later steps need the release the blocking ones leave). On failure
 # it prints the tail of every component's log; the full logs and the printed
 # timelines stay in $KUBESKEL_KUBE_WORK/logs and .../artifacts.
 set -o errexit -o pipefail -o nounset
@@ -53,7 +55,7 @@ go test -c -tags kube -o "$KUBE_WORK/kube.test" ./test/kube/
 (
   cd test/kube
   KUBESKEL_KUBE_WORK=$KUBE_WORK KUBESKEL_KUBECTL=$BIN/kubectl KUBESKEL_HELM=$HELM \
-    kube_ns "$KUBE_WORK/kube.test" -test.count=1 -test.v -test.timeout 20m
+    kube_ns "$KUBE_WORK/kube.test" -test.count=1 -test.v -test.timeout 25m -test.run "${KUBE_E2E_RUN:-.}"
 )
 # The suite ran with no way out of the namespace: check that it still has none.
 kube_check_isolated running || kube_die "network namespace $KUBE_NETNS gained a route or link out"

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/kubeskel/kubeskel/internal/buildinfo"
+	"github.com/kubeskel/kubeskel/internal/certs"
 	"github.com/kubeskel/kubeskel/internal/config"
 	"github.com/kubeskel/kubeskel/internal/probe"
 )
@@ -25,7 +26,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 Usage:
   kubeskel                 run the service, configured by the variables below
-  kubeskel probe [-timeout 2s] URL
+  kubeskel probe [-timeout 2s] [-insecure] URL
                            exit 0 if GET URL answers 200, 1 otherwise
   kubeskel check-config    validate the variables below and print the shutdown
                            budget arithmetic; exit 0 if valid, 2 otherwise
@@ -60,6 +61,12 @@ error; 3 the shutdown cut requests; 4 second signal.
 		cfg, err := config.Load()
 		if err != nil {
 			return fmt.Errorf("configuration error (see kubeskel -h):\n%w", err)
+		}
+		if cfg.TLS() {
+			// The files as the service would load them at start-up.
+			if _, err := certs.New(tlsOptions(cfg)); err != nil {
+				return fmt.Errorf("configuration error (see kubeskel -h):\n%w", tlsError(err))
+			}
 		}
 		_, err = fmt.Fprintf(stdout, "configuration valid; shutdown budget: %s\n", cfg.BudgetArithmetic())
 		return err

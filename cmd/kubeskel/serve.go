@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/kubeskel/kubeskel/internal/admin"
 	"github.com/kubeskel/kubeskel/internal/app"
 	"github.com/kubeskel/kubeskel/internal/buildinfo"
+	"github.com/kubeskel/kubeskel/internal/certs"
 	"github.com/kubeskel/kubeskel/internal/config"
 	"github.com/kubeskel/kubeskel/internal/health"
 	"github.com/kubeskel/kubeskel/internal/lifecycle"
@@ -100,6 +103,19 @@ func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) err
 	trafficOpts := opts
 	trafficOpts.Traffic = obs
 	trafficOpts.H2C = cfg.HTTP2 == "h2c" // the admin port stays HTTP/1.1: probes and scrapers speak it
+	trafficOpts.KeepConnectionsWhileDraining = !cfg.DrainConnectionClose
+	if cfg.TLS() {
+		// Load the certificate now, so that a bad pair fails start-up; the
+		// reloader keeps it current until serve returns, and the server
+		// sees only a tls.Config. The admin port stays plain HTTP: the
+		// kubelet's probes and Prometheus scrapes expect it.
+		watch, stopWatch := context.WithCancel(context.Background())
+		defer stopWatch()
+		trafficOpts.TLS, err = startTLS(watch, cfg, logger, reg)
+		if err != nil {
+			return err
+		}
+	}
 	traffic, err := server.Listen("http", cfg.HTTPAddr, mux, trafficOpts)
 	if err != nil {
 		return err
@@ -110,7 +126,7 @@ func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) err
 	}
 	reg.GaugeFunc("http_server_requests_in_flight", "Requests being served on the traffic port.",
 		func() float64 { return float64(traffic.InFlight()) })
-	logger.Info("listening", "server", "http", "addr", traffic.Addr().String())
+	logger.Info("listening", "server", "http", "addr", traffic.Addr().String(), "tls", cfg.TLS())
 	logger.Info("listening", "server", "admin", "addr", adminSrv.Addr().String())
 
 	plan := lifecycle.Plan{
@@ -153,4 +169,43 @@ func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) err
 		}
 		return err
 	}
+}
+
+// startTLS loads the TLS files, exports the certificate's metrics and keeps
+// reloading the files until ctx is done. A set that does not load is a
+// configuration error naming its variables (exit 2).
+func startTLS(ctx context.Context, cfg config.Config, logger *slog.Logger, reg *metrics.Registry) (*tls.Config, error) {
+	rec := reg.TLS()
+	o := tlsOptions(cfg)
+	o.Logger, o.Loaded, o.Reloaded = logger, rec.Loaded, rec.Reloaded
+	r, err := certs.New(o)
+	if err != nil {
+		return nil, tlsError(err)
+	}
+	logger.Info("TLS certificate loaded", "not_after", r.NotAfter().UTC().Format(time.RFC3339),
+		"client_ca", cfg.TLSClientCAFile != "", "reload_interval", cfg.TLSReloadInterval.String())
+	go func() {
+		if err := r.Run(ctx); err != nil {
+			logger.Error("TLS files are not watched: certificates will not be reloaded", "error", err.Error())
+		}
+	}()
+	return r.TLSConfig(), nil
+}
+
+// tlsOptions are the reloader's options from the configuration.
+func tlsOptions(cfg config.Config) certs.Options {
+	return certs.Options{
+		CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, ClientCAFile: cfg.TLSClientCAFile,
+		Interval: cfg.TLSReloadInterval,
+	}
+}
+
+// tlsError is the configuration error of TLS files that do not load,
+// naming their variables.
+func tlsError(err error) error {
+	variable := config.Variable("TLSCertFile") + ", " + config.Variable("TLSKeyFile")
+	if errors.Is(err, certs.ErrClientCA) {
+		variable = config.Variable("TLSClientCAFile")
+	}
+	return &config.Error{Variable: variable, Problem: err.Error()}
 }

@@ -24,4 +24,10 @@ func AddRoutes(mux *server.Mux, d Deps) {
 	mux.Handle("GET /{$}", handleHello(d.Version, d.Host))
 	mux.Handle("POST /echo", handleEcho(1<<20))
 	mux.Handle("GET /slow", handleSlow(d.SlowMax))
+	// The long-lived example: a Server-Sent Events stream that ends with a
+	// final event when shutdown begins (see handleEvents).
+	mux.Handle("GET /events", handleEvents(d.Host))
+	// The same for WebSocket: an echo that closes with 1001 "going away"
+	// when shutdown begins (see handleWebSocket).
+	mux.Handle("GET /ws", handleWebSocket())
 }

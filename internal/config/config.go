@@ -36,6 +36,7 @@ type Config struct {
 	PrestopSleep           time.Duration `split_words:"true" default:"0s" desc:"the kubelet's preStop sleep, which runs before SIGTERM inside the same grace period; counted in the shutdown budget only (the chart sets it)"`
 	PrestopDelay           time.Duration `split_words:"true" default:"5s" desc:"after SIGTERM, keep serving (not ready, Connection: close) this long so load balancers deregister the pod; 0 disables"`
 	PrestopQuietPeriod     time.Duration `split_words:"true" default:"0s" desc:"end the pre-stop delay early once no request has arrived for this long; 0 disables"`
+	DrainConnectionClose   bool          `split_words:"true" default:"true" desc:"during the pre-stop delay, answer with Connection: close (a GOAWAY on HTTP/2) so pooled connections move to other pods; false leaves them open until the shutdown closes them"`
 	ShutdownTimeout        time.Duration `split_words:"true" default:"20s" desc:"deadline for in-flight requests to complete after the pre-stop delay; the rest are cut"`
 	HandlerCancelMargin    time.Duration `split_words:"true" default:"1s" desc:"cancel request contexts this long before the shutdown deadline so handlers can return cleanly"`
 	TelemetryFlushTimeout  time.Duration `split_words:"true" default:"2s" desc:"deadline for exporting the last spans after the drain"`
@@ -56,6 +57,11 @@ type Config struct {
 	IdleTimeout       time.Duration `split_words:"true" default:"620s" desc:"keep-alive idle timeout; keep it above every load balancer's idle timeout"`
 	MaxHeaderBytes    int           `split_words:"true" default:"1048576" desc:"maximum size of request headers in bytes"`
 	HTTP2             string        `envconfig:"HTTP2" default:"h2c" desc:"h2c: the traffic port also serves cleartext HTTP/2 with prior knowledge (no Upgrade: h2c); off: HTTP/1.1 only"`
+
+	TLSCertFile       string        `split_words:"true" desc:"PEM certificate chain: the traffic port serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN, whatever APP_HTTP2 says); set with APP_TLS_KEY_FILE or not at all. The admin port stays plain HTTP"`
+	TLSKeyFile        string        `split_words:"true" desc:"PEM private key of APP_TLS_CERT_FILE"`
+	TLSClientCAFile   string        `split_words:"true" desc:"PEM CA certificates: if set, clients must present a certificate they signed (mutual TLS); needs APP_TLS_CERT_FILE"`
+	TLSReloadInterval time.Duration `split_words:"true" default:"10s" desc:"also re-read the TLS files this often, besides watching their directories; 0 watches only"`
 
 	SlowMax time.Duration `split_words:"true" default:"30s" desc:"cap on the duration the example /slow endpoint sleeps"`
 
@@ -93,7 +99,7 @@ func Load() (Config, error) {
 	}
 	// Set but empty means "configured wrongly", not "off": unset to disable.
 	var errs []error
-	for _, field := range []string{"SidecarReadyURL", "SidecarQuitURL"} {
+	for _, field := range []string{"SidecarReadyURL", "SidecarQuitURL", "TLSCertFile", "TLSKeyFile", "TLSClientCAFile"} {
 		name := variableName(field)
 		if v, set := os.LookupEnv(name); set && strings.TrimSpace(v) == "" {
 			errs = append(errs, &Error{Variable: name, Problem: "is set but empty; unset it to disable"})
@@ -141,6 +147,9 @@ func secret(field string) bool {
 // MaxDuration caps every duration variable, so that the shutdown budget's
 // sum cannot overflow.
 const MaxDuration = 24 * time.Hour
+
+// TLS reports whether the traffic port serves TLS.
+func (c Config) TLS() bool { return c.TLSCertFile != "" }
 
 // AdminStopTimeout bounds the admin server's graceful stop, the last step of
 // the shutdown; it counts in ShutdownBudget.
@@ -216,6 +225,7 @@ func (c Config) Validate() error {
 		"PrestopSleep": c.PrestopSleep, "PrestopDelay": c.PrestopDelay, "PrestopQuietPeriod": c.PrestopQuietPeriod,
 		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "HandlerCancelMargin": c.HandlerCancelMargin,
 		"NativeSidecarShutdown": c.NativeSidecarShutdown,
+		"TLSReloadInterval":     c.TLSReloadInterval,
 	}
 	positive := map[string]time.Duration{
 		"ShutdownTimeout": c.ShutdownTimeout, "TelemetryFlushTimeout": c.TelemetryFlushTimeout,
@@ -276,6 +286,17 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains([]string{"h2c", "off"}, c.HTTP2) {
 		bad("HTTP2", "invalid value %q; want h2c or off", c.HTTP2)
+	}
+	// TLS: a certificate without its key (or the reverse) is a mistake, not
+	// a request for cleartext; so is a client CA without a certificate.
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		bad("TLSKeyFile", "must be set with %s (both or neither)", Variable("TLSCertFile"))
+	case c.TLSCertFile == "" && c.TLSKeyFile != "":
+		bad("TLSCertFile", "must be set with %s (both or neither)", Variable("TLSKeyFile"))
+	}
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		bad("TLSClientCAFile", "needs %s and %s (mutual TLS is TLS)", Variable("TLSCertFile"), Variable("TLSKeyFile"))
 	}
 	if !slices.Contains([]string{"json", "text"}, c.LogFormat) {
 		bad("LogFormat", "invalid value %q; want json or text", c.LogFormat)

@@ -63,6 +63,7 @@ func TestLoadDefaults(t *testing.T) {
 		AdminAddr:              ":8081",
 		PrestopDelay:           5 * time.Second,
 		PrestopQuietPeriod:     0,
+		DrainConnectionClose:   true,
 		ShutdownTimeout:        20 * time.Second,
 		HandlerCancelMargin:    time.Second,
 		TelemetryFlushTimeout:  2 * time.Second,
@@ -73,6 +74,7 @@ func TestLoadDefaults(t *testing.T) {
 		IdleTimeout:            620 * time.Second,
 		MaxHeaderBytes:         1 << 20,
 		HTTP2:                  "h2c",
+		TLSReloadInterval:      10 * time.Second,
 		SlowMax:                30 * time.Second,
 		CheckInterval:          10 * time.Second,
 		CheckTimeout:           2 * time.Second,
@@ -196,6 +198,11 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"memory ratio above one", map[string]string{"APP_MEMORY_LIMIT_RATIO": "1.01"}, "APP_MEMORY_LIMIT_RATIO", []string{"(0, 1]", "1.01"}},
 		{"memory ratio NaN", map[string]string{"APP_MEMORY_LIMIT_RATIO": "NaN"}, "APP_MEMORY_LIMIT_RATIO", []string{"(0, 1]", "NaN"}},
 		{"memory ratio word", map[string]string{"APP_MEMORY_LIMIT_RATIO": "most"}, "APP_MEMORY_LIMIT_RATIO", []string{`"most"`, "a number such as 0.9"}},
+		{"TLS cert without key", map[string]string{"APP_TLS_CERT_FILE": "/tls/tls.crt"}, "APP_TLS_KEY_FILE", []string{"APP_TLS_CERT_FILE", "both or neither"}},
+		{"TLS key without cert", map[string]string{"APP_TLS_KEY_FILE": "/tls/tls.key"}, "APP_TLS_CERT_FILE", []string{"APP_TLS_KEY_FILE", "both or neither"}},
+		{"TLS client CA without cert", map[string]string{"APP_TLS_CLIENT_CA_FILE": "/tls/ca.crt"}, "APP_TLS_CLIENT_CA_FILE", []string{"APP_TLS_CERT_FILE"}},
+		{"TLS cert set but empty", map[string]string{"APP_TLS_CERT_FILE": "", "APP_TLS_KEY_FILE": ""}, "APP_TLS_CERT_FILE", []string{"set but empty"}},
+		{"negative TLS reload interval", map[string]string{"APP_TLS_RELOAD_INTERVAL": "-1s"}, "APP_TLS_RELOAD_INTERVAL", []string{"negative"}},
 		{"cancel margin equals shutdown timeout", map[string]string{"APP_HANDLER_CANCEL_MARGIN": "20s"}, "APP_HANDLER_CANCEL_MARGIN", []string{"shorter than APP_SHUTDOWN_TIMEOUT", "20s >= 20s"}},
 		{"cancel margin above shutdown timeout", map[string]string{"APP_SHUTDOWN_TIMEOUT": "2s", "APP_HANDLER_CANCEL_MARGIN": "3s"}, "APP_HANDLER_CANCEL_MARGIN", []string{"3s >= 2s"}},
 	}
@@ -424,7 +431,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 29; got != want {
+	if got, want := len(want), 34; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }

@@ -130,3 +130,47 @@ func (r *Registry) Drained(d time.Duration, cut int) {
 	r.drain.Set(d.Seconds())
 	r.cut.Add(float64(cut))
 }
+
+// TLS registers the serving certificate's metrics and returns their
+// recorder. Call it only when the traffic port serves TLS, so that a
+// cleartext service exports no expiry of 0 (1970) to alert on; at most once
+// per Registry (a second call panics, as registering twice does).
+func (r *Registry) TLS() *TLSRecorder {
+	t := &TLSRecorder{
+		expiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kubeskel_tls_certificate_expiry_timestamp_seconds",
+			Help: "Expiry time (NotAfter) of the certificate served on the traffic port, in seconds since the Unix epoch.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kubeskel_tls_certificate_reloads_total",
+			Help: "Reloads of changed TLS files, by result (success: now served; failure: the previous certificate is still served).",
+		}, []string{"result"}),
+	}
+	// Both results exist from the start, so that rate() and alerts see a 0.
+	t.success, t.failure = t.reloads.WithLabelValues("success"), t.reloads.WithLabelValues("failure")
+	r.reg.MustRegister(t.expiry, t.reloads)
+	return t
+}
+
+// TLSRecorder records the serving certificate's expiry and its reloads. It
+// is safe for concurrent use.
+type TLSRecorder struct {
+	expiry           prometheus.Gauge
+	reloads          *prometheus.CounterVec
+	success, failure prometheus.Counter
+}
+
+// Loaded records the expiry of the certificate now served.
+func (t *TLSRecorder) Loaded(notAfter time.Time) {
+	t.expiry.Set(float64(notAfter.Unix()))
+}
+
+// Reloaded counts a reload of changed files: a success if err is nil, a
+// failure otherwise.
+func (t *TLSRecorder) Reloaded(err error) {
+	if err != nil {
+		t.failure.Inc()
+		return
+	}
+	t.success.Inc()
+}

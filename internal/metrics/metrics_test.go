@@ -178,3 +178,22 @@ func TestRegistererIsScraped(t *testing.T) {
 	wantLines(t, m, `http_server_panics_total 0`)
 	lacks(t, m, "extra_total")
 }
+
+// TestTLS: the TLS metrics exist only once TLS is registered; the expiry is
+// the NotAfter in Unix seconds and reloads count by result from 0.
+func TestTLS(t *testing.T) {
+	r := metrics.New()
+	lacks(t, scrape(t, r), "kubeskel_tls_")
+	tls := r.TLS()
+	wantLines(t, scrape(t, r),
+		`kubeskel_tls_certificate_reloads_total{result="failure"} 0`,
+		`kubeskel_tls_certificate_reloads_total{result="success"} 0`)
+	tls.Loaded(time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC))
+	tls.Reloaded(nil)
+	tls.Reloaded(nil)
+	tls.Reloaded(io.ErrUnexpectedEOF)
+	wantLines(t, scrape(t, r),
+		"kubeskel_tls_certificate_expiry_timestamp_seconds 1.798859045e+09",
+		`kubeskel_tls_certificate_reloads_total{result="failure"} 1`,
+		`kubeskel_tls_certificate_reloads_total{result="success"} 2`)
+}

@@ -121,3 +121,17 @@ func TestRunHonoursParentContext(t *testing.T) {
 		t.Errorf("Run with a cancelled context = %v, want context.Canceled", err)
 	}
 }
+
+// TestRunInsecure: an https URL whose certificate the probe does not trust
+// fails, unless -insecure.
+func TestRunInsecure(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	var stderr bytes.Buffer
+	if err := probe.Run(context.Background(), []string{srv.URL}, &stderr); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("Run(%s) = %v, want a certificate error", srv.URL, err)
+	}
+	if err := probe.Run(context.Background(), []string{"-insecure", srv.URL}, &stderr); err != nil {
+		t.Errorf("Run(-insecure %s) = %v, want nil", srv.URL, err)
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -44,6 +45,8 @@ type conn struct {
 	// HTTP/2). Only the goroutine reading in StateNew touches prefaceSeen.
 	http2       atomic.Bool
 	prefaceSeen int
+	// alpnSeen is set once http2 was set from a TLS handshake's ALPN.
+	alpnSeen atomic.Bool
 	// streams is the number of requests in flight on an HTTP/2 connection,
 	// counted by the traffic middleware from handler start to return.
 	streams atomic.Int64
@@ -141,11 +144,31 @@ func (c *conn) markCut(n int64) {
 	}
 }
 
+// tracked returns the conn under nc: nc itself in cleartext, the conn that
+// a *tls.Conn wraps with TLS (net/http holds the *tls.Conn).
+func tracked(nc net.Conn) (c *conn, tc *tls.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+		c, _ := nc.(*conn)
+		return c, tc
+	}
+	c, _ = nc.(*conn)
+	return c, nil
+}
+
 // connState is the http.Server.ConnState hook.
 func (cs *conns) connState(nc net.Conn, st http.ConnState) {
-	c, ok := nc.(*conn)
-	if !ok {
+	c, tc := tracked(nc)
+	if c == nil {
 		return
+	}
+	if tc != nil && (st == http.StateActive || st == http.StateIdle) && !c.alpnSeen.Load() {
+		// The handshake is over (net/http runs no other hook before it
+		// ends), so the negotiated protocol is known and reading it does
+		// not wait. net/http hands an "h2" connection to its HTTP/2 server
+		// without a hook; this is its first one.
+		c.http2.Store(tc.ConnectionState().NegotiatedProtocol == "h2")
+		c.alpnSeen.Store(true)
 	}
 	c.state.Store(int64(st))
 	switch st {
@@ -190,6 +213,21 @@ func (cs *conns) busy() int {
 	n := 0
 	for c := range cs.open {
 		if c.busyLocked() {
+			n++
+		}
+	}
+	return n
+}
+
+// idleHTTP1 is the number of open HTTP/1 keep-alive connections idle
+// between requests: the ones http.Server.Shutdown closes at once, racing a
+// client that may be sending its next request on one of them.
+func (cs *conns) idleHTTP1() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	n := 0
+	for c := range cs.open {
+		if !c.closed && !c.http2.Load() && http.ConnState(c.state.Load()) == http.StateIdle {
 			n++
 		}
 	}
@@ -266,7 +304,7 @@ type connKey struct{}
 // connContext is the http.Server.ConnContext hook: it lets LongLived and the
 // middleware find the connection of a request.
 func connContext(ctx context.Context, nc net.Conn) context.Context {
-	if c, ok := nc.(*conn); ok {
+	if c, _ := tracked(nc); c != nil {
 		return context.WithValue(ctx, connKey{}, c)
 	}
 	return ctx

@@ -153,11 +153,50 @@ func TestShutdownIdleKeepAliveNotCut(t *testing.T) {
 	}
 }
 
+// Shutdown logs how many HTTP/1 keep-alive connections were idle when it
+// closed them: each one races a client that may be sending on it.
+func TestShutdownLogsIdleKeepAlive(t *testing.T) {
+	logs := &logCapture{}
+	release := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("/hold", func(w http.ResponseWriter, r *http.Request) { <-release })
+	s, base := serve(t, mux, server.Options{Traffic: &server.Observability{}, Logger: slog.New(logs)})
+	for range 2 {
+		get(t, newClient(t), base) // one idle keep-alive connection each
+	}
+	held := make(chan struct{})
+	go func() { // a busy connection is not idle
+		defer close(held)
+		if resp, err := do(t, newClient(t), base+"/hold"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, "the /hold request in flight", func() bool { return s.InFlight() == 1 })
+	done := shutdownInBackground(t, s, 10*time.Second, 0)
+	waitFor(t, "the idle log line", func() bool { return len(logs.find("closing idle keep-alive connections")) > 0 })
+	close(release)
+	receive(t, "Shutdown to return", done)
+	<-held
+	recs := logs.find("closing idle keep-alive connections")
+	if got, want := recs[0].attrs["connections"], "2"; got != want {
+		t.Errorf("idle connections logged = %s, want %s", got, want)
+	}
+}
+
 // hijackThen returns a handler that takes over the connection (through the
-// path named by how), writes "hello", optionally registers with LongLived
-// after the hijack, and keeps the connection open until release.
-func hijackThen(t *testing.T, how string, register bool, release <-chan struct{}) http.Handler {
+// path named by hp.how), writes "hello", optionally registers with
+// LongLived (after the hijack, or before it with hp.registerFirst), and
+// keeps the connection open until release; it then closes the connection
+// and calls done. With hp.doneFirst it calls done at once, long before the
+// Close: the hijacked connection alone must still hold Shutdown.
+func hijackThen(t *testing.T, hp hijackPath, release <-chan struct{}) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		done := func() {}
+		if hp.register && hp.registerFirst {
+			_, done = server.LongLived(r.Context())
+		}
+		how := hp.how
 		var conn net.Conn
 		var brw *bufio.ReadWriter
 		var err error
@@ -175,9 +214,11 @@ func hijackThen(t *testing.T, how string, register bool, release <-chan struct{}
 			t.Errorf("Hijack (%s): %v", how, err)
 			return
 		}
-		done := func() {}
-		if register {
+		if hp.register && !hp.registerFirst {
 			_, done = server.LongLived(r.Context())
+		}
+		if hp.doneFirst {
+			done()
 		}
 		brw.WriteString("hello\n")
 		brw.Flush()
@@ -185,20 +226,37 @@ func hijackThen(t *testing.T, how string, register bool, release <-chan struct{}
 			<-release
 			conn.Close()
 			conn.Close() // a second Close must not release anything twice
-			done()
+			done()       // and neither must a second done
 		}()
 	})
 }
 
-var hijackPaths = []struct {
-	how      string
-	register bool
-}{
-	{"Hijacker", false},
-	{"ResponseController", false},
-	{"Unwrap", false},
-	{"Hijacker", true}, // the natural order: upgrade, then register
-	{"Unwrap", true},
+type hijackPath struct {
+	how                      string
+	register                 bool
+	registerFirst, doneFirst bool // LongLived before Hijack; done before Close
+}
+
+func (hp hijackPath) String() string {
+	s := fmt.Sprintf("%s/LongLived=%v", hp.how, hp.register)
+	if hp.registerFirst {
+		s += "/registerFirst"
+	}
+	if hp.doneFirst {
+		s += "/doneFirst"
+	}
+	return s
+}
+
+var hijackPaths = []hijackPath{
+	{how: "Hijacker"},
+	{how: "ResponseController"},
+	{how: "Unwrap"},
+	{how: "Hijacker", register: true}, // the natural order: upgrade, then register
+	{how: "Unwrap", register: true},
+	{how: "ResponseController", register: true, registerFirst: true},
+	{how: "Hijacker", register: true, doneFirst: true},
+	{how: "Unwrap", register: true, registerFirst: true, doneFirst: true},
 }
 
 // Shutdown waits for a hijacked connection however the handler reached
@@ -210,13 +268,13 @@ func TestShutdownWaitsForHijackedConn(t *testing.T) {
 			if !traffic && hp.how == "Unwrap" {
 				continue // without the middleware there is nothing to unwrap
 			}
-			t.Run(fmt.Sprintf("%s/LongLived=%v/traffic=%v", hp.how, hp.register, traffic), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/traffic=%v", hp, traffic), func(t *testing.T) {
 				var o server.Options
 				if traffic {
 					o.Traffic = &server.Observability{}
 				}
 				release := make(chan struct{})
-				s, _ := serve(t, hijackThen(t, hp.how, hp.register, release), o)
+				s, _ := serve(t, hijackThen(t, hp, release), o)
 				conn := dial(t, s)
 				fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: test\r\n\r\n")
 				rd := bufio.NewReader(conn)
@@ -244,10 +302,10 @@ func TestShutdownWaitsForHijackedConn(t *testing.T) {
 
 func TestShutdownCutsHijackedConnAtDeadline(t *testing.T) {
 	for _, hp := range hijackPaths {
-		t.Run(fmt.Sprintf("%s/LongLived=%v", hp.how, hp.register), func(t *testing.T) {
+		t.Run(hp.String(), func(t *testing.T) {
 			release := make(chan struct{})
 			defer close(release)
-			s, _ := serve(t, hijackThen(t, hp.how, hp.register, release), server.Options{Traffic: &server.Observability{}})
+			s, _ := serve(t, hijackThen(t, hp, release), server.Options{Traffic: &server.Observability{}})
 			conn := dial(t, s)
 			fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: test\r\n\r\n")
 			rd := bufio.NewReader(conn)
@@ -276,7 +334,7 @@ func TestShutdownCutsHijackedConnAtDeadline(t *testing.T) {
 func TestCloseClosesHijackedConn(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	s, _ := serve(t, hijackThen(t, "Hijacker", false, release), server.Options{Traffic: &server.Observability{}})
+	s, _ := serve(t, hijackThen(t, hijackPath{how: "Hijacker"}, release), server.Options{Traffic: &server.Observability{}})
 	conn := dial(t, s)
 	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: test\r\n\r\n")
 	rd := bufio.NewReader(conn)

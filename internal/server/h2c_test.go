@@ -189,7 +189,17 @@ func TestH2CShutdownWaitsForStreams(t *testing.T) {
 	default:
 	}
 	close(release)
-	if r := receive(t, "Shutdown to return", shutDone); r.cut != 0 || r.err != nil {
+	// Under load Go's client may dial a second connection that opens no
+	// stream; if it registers after Shutdown's GOAWAY sweep
+	// (golang/go#81153) it holds Shutdown until the 20 s deadline and is
+	// then closed uncounted. Wait past the deadline rather than 10 s.
+	var r shutdownResult
+	select {
+	case r = <-shutDone:
+	case <-time.After(25 * time.Second):
+		t.Fatal("Shutdown did not return within 5s after its deadline")
+	}
+	if r.cut != 0 || r.err != nil {
 		t.Errorf("Shutdown() = %d, %v; want 0, nil", r.cut, r.err)
 	}
 	for _, ch := range results {

@@ -50,7 +50,7 @@ func (w *responseWriter) WriteHeader(code int) {
 	if !w.wroteHeader && code >= 200 {
 		w.wroteHeader = true
 		w.status = code
-		if w.srv.draining.Load() {
+		if w.srv.closeOnDrain && w.srv.draining.Load() {
 			// Tell keep-alive clients and proxies to move to another pod
 			// now, while this one still answers. On HTTP/1.1 net/http
 			// closes the connection after this response; on HTTP/2 it drops

@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,17 @@ type Options struct {
 	// client starts with the HTTP/2 preface; there is no "Upgrade: h2c"
 	// dance) on the same listener as HTTP/1.1. False serves HTTP/1.1 only.
 	H2C bool
+	// TLS, if set, makes the listener serve HTTPS with this configuration
+	// (its certificate typically from GetCertificate, so that it can change
+	// without a restart), offering HTTP/2 and HTTP/1.1 by ALPN ("h2",
+	// "http/1.1"). H2C is then ignored: there is no cleartext on the port.
+	// The server does not modify it.
+	TLS *tls.Config
+	// KeepConnectionsWhileDraining, if true, leaves responses unmarked while
+	// draining: keep-alive connections stay open until Shutdown closes them.
+	// The default (false) is what a rolling update needs; true exists to
+	// measure what "Connection: close" buys.
+	KeepConnectionsWhileDraining bool
 	// Logger receives the server's own errors (TLS handshakes, panics).
 	Logger *slog.Logger
 	// Traffic, if set, wraps the handler in the traffic middleware: requests
@@ -52,6 +64,8 @@ type Server struct {
 	inFlight atomic.Int64
 	arrivals atomic.Uint64
 	draining atomic.Bool
+	// closeOnDrain: responses carry "Connection: close" once draining.
+	closeOnDrain bool
 
 	shuttingDown chan struct{}
 	shutdownOnce sync.Once
@@ -71,7 +85,8 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 	base, cancel := context.WithCancel(context.Background())
 	shuttingDown := make(chan struct{})
 	s := &Server{name: name, ln: ln, logger: o.Logger, cancelRequests: cancel, shuttingDown: shuttingDown,
-		conns: &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C}}
+		closeOnDrain: !o.KeepConnectionsWhileDraining,
+		conns:        &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C && o.TLS == nil}}
 	if o.Traffic != nil {
 		var unmatched RouteObserver
 		if o.Traffic.Route != nil {
@@ -90,7 +105,15 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 		ConnContext:       connContext,
 		ConnState:         s.conns.connState,
 	}
-	if o.H2C {
+	switch {
+	case o.TLS != nil:
+		// Serve adds "h2" and "http/1.1" to a copy's NextProtos from these.
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		s.srv.Protocols = &p
+		s.srv.TLSConfig = o.TLS
+	case o.H2C:
 		// net/http's own HTTP/2 server, not golang.org/x/net/http2/h2c: its
 		// connections stay known to Shutdown, which sends them GOAWAY and
 		// waits for their streams (golang/go#26682).
@@ -117,7 +140,12 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Serve accepts connections until Shutdown or Close. It returns nil after
 // Shutdown or Close, and the error otherwise.
 func (s *Server) Serve() error {
-	if err := s.srv.Serve(listener{s.ln, s.conns}); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serve := s.srv.Serve
+	if s.srv.TLSConfig != nil {
+		// The certificate comes from TLSConfig (GetCertificate), not files.
+		serve = func(l net.Listener) error { return s.srv.ServeTLS(l, "", "") }
+	}
+	if err := serve(listener{s.ln, s.conns}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s on %s: %w", s.name, s.Addr(), err)
 	}
 	return nil
@@ -128,6 +156,7 @@ func (s *Server) Serve() error {
 // instead of reusing this one. On an HTTP/2 connection net/http turns that
 // header into a graceful GOAWAY: streams in flight complete, and the client
 // opens a new connection for its next request. The listener keeps accepting.
+// With Options.KeepConnectionsWhileDraining responses stay unmarked.
 func (s *Server) StartDraining() { s.draining.Store(true) }
 
 // Draining reports whether StartDraining was called.
@@ -174,6 +203,12 @@ var ErrCut = errors.New("requests cut")
 // (at least one per connection with a LongLived registration not done); a
 // connection with none loses nothing and is not counted.
 //
+// With TLS the same holds, HTTP/2 being told apart by ALPN; but a request
+// cannot be seen under the encryption before net/http reads its header, so
+// a connection counts as begun from its first handshake byte: one still in
+// its handshake, or set up with no request yet, is counted as cut at the
+// deadline (an overcount, never an undercount).
+//
 // Each HTTP/1 connection is counted at most once. err wraps ErrCut if and only if
 // cut > 0, and then also ctx's error if the deadline was reached; without a
 // cut, err is non-nil only if closing the listener failed.
@@ -185,6 +220,14 @@ func (s *Server) Shutdown(ctx context.Context, margin time.Duration) (cut int, e
 	// Shutdown calls the RegisterOnShutdown hook, which tells long-lived
 	// connections to finish; it does not wait for hijacked connections, so
 	// we do below.
+	// net/http closes idle keep-alive connections at once. A client may be
+	// sending on one at that moment: HTTP/1.1 cannot tell it whether the
+	// request was seen (RFC 9112 section 9.3.1), and only a client retry
+	// saves it. Log how many were exposed; "Connection: close" during the
+	// pre-stop delay leaves only connections idle through the whole delay.
+	if s.logger != nil {
+		s.logger.Info("closing idle keep-alive connections", "server", s.name, "connections", s.conns.idleHTTP1())
+	}
 	var ctxErr, closeErr error
 	if err := s.srv.Shutdown(ctx); err != nil && errors.Is(err, ctx.Err()) {
 		ctxErr = err

@@ -138,6 +138,21 @@ func TestConnectionCloseWhileDraining(t *testing.T) {
 	}
 }
 
+// KeepConnectionsWhileDraining leaves every response unmarked while draining,
+// on HTTP/1.1 keep-alive connections: the switch behind the e2e-kube control
+// that shows what "Connection: close" buys.
+func TestKeepConnectionsWhileDraining(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	s, base := serve(t, h, server.Options{Traffic: &server.Observability{}, KeepConnectionsWhileDraining: true})
+	c := newClient(t)
+	s.StartDraining()
+	for i := range 3 {
+		if resp, _ := get(t, c, base); resp.Close {
+			t.Errorf("request %d while draining with KeepConnectionsWhileDraining: Connection: close, want keep-alive", i)
+		}
+	}
+}
+
 // A handler may return without writing anything; net/http then sends 200
 // itself, bypassing the middleware's WriteHeader. The response must still
 // carry "Connection: close" while draining (contract: every traffic

@@ -71,6 +71,20 @@ service:
   type: LoadBalancer
   trafficDistribution: PreferSameZone
 `},
+	{name: "tls", values: `
+tls:
+  secretName: kubeskel-tls
+  clientCA: {enabled: true, secretName: kubeskel-client-ca}
+extraVolumes: [{name: scratch, emptyDir: {}}]
+extraVolumeMounts: [{name: scratch, mountPath: /scratch}]
+`},
+	{name: "tls-cert-manager", values: `
+tls:
+  certManager:
+    enabled: true
+    issuerRef: {name: internal-ca, kind: ClusterIssuer}
+    dnsNames: [kubeskel.example.com]
+`},
 	{name: "long-durations", values: `
 lifecycle:
   preStopDelay: 1m30s

@@ -1,5 +1,9 @@
 // Package e2e proves under load that kubeskel drops no request during rolling
-// restarts behind a real load balancer (HAProxy).
+// restarts behind a real load balancer (HAProxy), over HTTP/1.1 keep-alive
+// and over HTTP/2 (h2c on both sides of HAProxy, multiplexed connections),
+// and that SSE clients connected through the restarts see each stream on an
+// old instance end cleanly with its final event (TestStreamKillControl shows
+// a killed instance's streams end with errors instead).
 //
 // The tests carry the build tag e2e so that `go test ./...` stays fast and
 // does not need haproxy:

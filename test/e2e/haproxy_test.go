@@ -33,6 +33,7 @@ type lbConfig struct {
 	Port        int           // frontend port on 127.0.0.1
 	KeepAlive   time.Duration // client-side keep-alive timeout
 	HealthCheck bool          // model "health-checked" when true, "endpoint lag" when false
+	H2          bool          // HTTP/2 (h2c) on the frontend and to the backends
 	Inter       time.Duration // health-check interval
 	Slots       []string      // server names in backend "be"
 }
@@ -49,7 +50,7 @@ type loadBalancer struct {
 // startHAProxy renders the config into a temp dir, starts haproxy in the
 // foreground and waits until its admin socket answers. The process is killed
 // when the test ends.
-func startHAProxy(t *testing.T, healthCheck bool, inter time.Duration, slots int) *loadBalancer {
+func startHAProxy(t *testing.T, healthCheck, h2 bool, inter time.Duration, slots int) *loadBalancer {
 	t.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -61,6 +62,7 @@ func startHAProxy(t *testing.T, healthCheck bool, inter time.Duration, slots int
 		Port:        freePort(t),
 		KeepAlive:   10 * time.Second,
 		HealthCheck: healthCheck,
+		H2:          h2,
 		Inter:       inter,
 	}
 	lb := &loadBalancer{cfg: cfg, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port)), free: map[string]bool{}}

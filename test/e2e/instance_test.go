@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -48,8 +49,12 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
+// instanceSeq numbers the instances of the test binary.
+var instanceSeq atomic.Int64
+
 // instance is one running kubeskel process.
 type instance struct {
+	name      string // POD_NAME, unique in the test binary: GET / and /events name it
 	cmd       *exec.Cmd
 	httpAddr  string // from the "listening" log line
 	adminAddr string
@@ -72,7 +77,9 @@ func startInstance(t *testing.T, env map[string]string) *instance {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	inst := &instance{cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}
+	name := fmt.Sprintf("inst-%d", instanceSeq.Add(1))
+	cmd.Env = append(cmd.Env, "POD_NAME="+name)
+	inst := &instance{name: name, cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

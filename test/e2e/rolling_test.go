@@ -23,9 +23,16 @@ type model struct {
 	// instance in maintenance this long after SIGTERM, like kube-proxy
 	// programming the endpoint removal while the kubelet already signalled.
 	lag time.Duration
+	// h2: clients speak HTTP/2 with prior knowledge to HAProxy, and HAProxy
+	// speaks it to the instances (proto h2): multiplexed connections on
+	// both sides, drained by GOAWAY.
+	h2 bool
 }
 
 const checkInter = 200 * time.Millisecond
+
+// sseStreams is the number of SSE clients connected through every run.
+const sseStreams = 6
 
 // scenario is one run: a model, an app configuration and a load size.
 type scenario struct {
@@ -74,12 +81,16 @@ type restart struct {
 	drain            time.Duration // SIGTERM → exit
 	exitCode         int
 	startToUp        time.Duration // replacement exec → UP in HAProxy
+	streamsAtTerm    int           // SSE streams open on the old instance at SIGTERM
+	streamsFinal     int           // of those, ended cleanly after its final event
 }
 
 // outcome is what a scenario run measured.
 type outcome struct {
 	sc       scenario
 	sum      summary
+	streams  streamSummary
+	frames   *h2Frames
 	restarts []restart
 	wall     time.Duration
 }
@@ -104,6 +115,8 @@ func models() []model {
 	return []model{
 		{name: "health-checked", healthCheck: true},
 		{name: "endpoint-lag", lag: envDuration("E2E_LAG", time.Second)},
+		{name: "h2-health-checked", healthCheck: true, h2: true},
+		{name: "h2-endpoint-lag", lag: envDuration("E2E_LAG", time.Second), h2: true},
 	}
 }
 
@@ -134,6 +147,12 @@ func TestRollingRestart(t *testing.T) {
 			if n := out.sum.failed(); n != 0 {
 				t.Errorf("%d of %d requests failed: %s", n, out.sum.requests, out.sum.failureLine())
 			}
+			if out.frames != nil && out.frames.rstOther.Load() != 0 {
+				t.Errorf("HAProxy reset %d streams with a code other than REFUSED_STREAM: a retry after it may not be safe", out.frames.rstOther.Load())
+			}
+			for _, f := range out.streams.failures {
+				t.Errorf("SSE %s", f)
+			}
 			if got, want := len(out.restarts), minRounds*instances; got < want {
 				t.Errorf("restarts = %d, want ≥ %d (load too short?)", got, want)
 			}
@@ -143,6 +162,10 @@ func TestRollingRestart(t *testing.T) {
 				}
 				if r.drain > sc.budget() {
 					t.Errorf("restart %d.%d: drain took %v, budget %v", r.round, r.index, r.drain, sc.budget())
+				}
+				if r.streamsFinal != r.streamsAtTerm {
+					t.Errorf("restart %d.%d: %d of the %d SSE streams open at SIGTERM ended cleanly with the final event; want all",
+						r.round, r.index, r.streamsFinal, r.streamsAtTerm)
 				}
 			}
 		})
@@ -155,17 +178,21 @@ func TestRollingRestart(t *testing.T) {
 // TestRollingRestart's zero proves nothing.
 func TestNaiveControl(t *testing.T) {
 	total := envInt("E2E_CONTROL_REQUESTS", 8000)
-	failed := 0
+	failed := map[bool]int{} // by model.h2
 	for _, m := range models() {
 		t.Run(m.name, func(t *testing.T) {
 			sc := scenario{model: m, prestop: 0, total: total, rate: envInt("E2E_RATE", 1000), minRounds: 1, maxRounds: 1}
 			out := runScenario(t, sc)
 			report(t, out)
-			failed += out.sum.failed()
+			failed[m.h2] += out.sum.failed()
 		})
 	}
-	if failed == 0 {
-		t.Errorf("naive configuration (APP_PRESTOP_DELAY=0) dropped no request in any model: the harness cannot see a dropped request")
+	// The HTTP/2 models have their own control: their load generator and
+	// HAProxy set-up differ, so each must be shown to see a dropped request.
+	for _, h2 := range []bool{false, true} {
+		if failed[h2] == 0 {
+			t.Errorf("naive configuration (APP_PRESTOP_DELAY=0) dropped no request in any model with h2=%v: the harness cannot see a dropped request", h2)
+		}
 	}
 }
 
@@ -174,7 +201,7 @@ func TestNaiveControl(t *testing.T) {
 func runScenario(t *testing.T, sc scenario) outcome {
 	t.Helper()
 	began := time.Now()
-	lb := startHAProxy(t, sc.healthCheck, checkInter, instances+1)
+	lb := startHAProxy(t, sc.healthCheck, sc.h2, checkInter, instances+1)
 	env := sc.env()
 
 	live := make([]*instance, instances)
@@ -187,11 +214,16 @@ func runScenario(t *testing.T, sc scenario) outcome {
 		lb.waitUp(t, inst, 10*time.Second)
 	}
 
+	conns := 64
+	if sc.h2 {
+		conns = 8 // multiplexed: 8 connections carry the same load
+	}
 	ld := newLoad(loadConfig{
 		URL:      "http://" + lb.addr,
 		Rate:     sc.rate,
 		Total:    sc.total,
-		Conns:    64,
+		Conns:    conns,
+		H2:       sc.h2,
 		Timeout:  10 * time.Second,
 		SlowMax:  slowMax,
 		SlowEvry: 20,
@@ -212,6 +244,11 @@ func runScenario(t *testing.T, sc scenario) outcome {
 		}
 	}
 
+	// SSE clients that stay connected through every restart.
+	sctx, stopStreams := context.WithCancel(ctx)
+	defer stopStreams()
+	sw := watchStreams(sctx, "http://"+lb.addr, sc.h2, sseStreams)
+
 	// Stop rolling when less than about three restarts' worth of load is
 	// left, so every SIGTERM happens under traffic.
 	perRestart := sc.prestop + 2*time.Second
@@ -224,7 +261,7 @@ func runScenario(t *testing.T, sc scenario) outcome {
 			break
 		}
 		for i := range live {
-			r, repl := replace(t, lb, live[i], env, sc, ld)
+			r, repl := replace(t, lb, live[i], env, sc, ld, sw)
 			r.round, r.index = round+1, i+1
 			restarts = append(restarts, r)
 			live[i] = repl
@@ -239,12 +276,14 @@ func runScenario(t *testing.T, sc scenario) outcome {
 	case <-ctx.Done():
 		t.Fatal("load did not finish in time")
 	}
-	return outcome{sc: sc, sum: ld.summarize(), restarts: restarts, wall: time.Since(began)}
+	stopStreams()
+	sw.wait()
+	return outcome{sc: sc, sum: ld.summarize(), streams: sw.summarize(), frames: ld.frames, restarts: restarts, wall: time.Since(began)}
 }
 
 // replace performs one surge step: start a replacement, wait until HAProxy
 // has it UP, then SIGTERM the old instance and wait for its exit.
-func replace(t *testing.T, lb *loadBalancer, old *instance, env map[string]string, sc scenario, ld *load) (restart, *instance) {
+func replace(t *testing.T, lb *loadBalancer, old *instance, env map[string]string, sc scenario, ld *load, sw *streamWatch) (restart, *instance) {
 	t.Helper()
 	started := time.Now()
 	repl := startInstance(t, env)
@@ -255,6 +294,8 @@ func replace(t *testing.T, lb *loadBalancer, old *instance, env map[string]strin
 
 	r.inflightAtTerm = ld.inflight.Load()
 	r.sessionsAtTerm = lb.sessions(old)
+	streams := sw.openOn(old.name)
+	r.streamsAtTerm = len(streams)
 	old.sigterm(t)
 	if !sc.healthCheck {
 		// Endpoint lag: the LB keeps routing to the old instance for a while
@@ -265,6 +306,9 @@ func replace(t *testing.T, lb *loadBalancer, old *instance, env map[string]strin
 	}
 	r.drain = old.waitExit(t, sc.budget()+5*time.Second)
 	r.exitCode = old.exitCode
+	// The streams' ends were sent before the exit (see sseStream.ok); the
+	// wait only lets the client goroutines read them.
+	r.streamsFinal = sw.settled(streams, 5*time.Second)
 	// The slot is free again; in the health-checked model HAProxy already
 	// marked it DOWN on its own.
 	lb.release(t, old)
@@ -280,9 +324,18 @@ func report(t *testing.T, o outcome) {
 	if !o.sc.healthCheck {
 		mode = "no health checks, disabled " + o.sc.lag.String() + " after SIGTERM"
 	}
+	if o.sc.h2 {
+		mode += "; HTTP/2 (h2c) client→HAProxy→instances"
+	}
 	fmt.Fprintf(&b, "\n== model %s (%s), APP_PRESTOP_DELAY=%v, %d req/s, wall %v\n", o.sc.name, mode, o.sc.prestop, o.sc.rate, o.wall.Round(time.Millisecond))
 	fmt.Fprintf(&b, "requests %d  failed %d  restarts %d\n", s.requests, s.failed(), len(o.restarts))
 	fmt.Fprintf(&b, "failures: %s\n", s.failureLine())
+	if o.sc.h2 {
+		fmt.Fprintf(&b, "HTTP/2 requests retried by Go's client, then 200 (not failures): %d;  HAProxy sent the clients RST_STREAM REFUSED_STREAM %d, other RST_STREAM %d, GOAWAY %d\n",
+			s.h2Retry, o.frames.rstRefused.Load(), o.frames.rstOther.Load(), o.frames.goaway.Load())
+	}
+	fmt.Fprintf(&b, "SSE streams (%d clients): opened %d  ended with the final event %d  failed %d  open at the end %d\n",
+		sseStreams, o.streams.opened, o.streams.final, len(o.streams.failures), o.streams.stopped)
 	fmt.Fprintf(&b, "latency (GET / and POST /echo, from scheduled send): p50 %v  p99 %v;  /slow p99 %v;  max %v\n",
 		s.p50.Round(time.Microsecond), s.p99.Round(time.Microsecond), s.slowP99.Round(time.Microsecond), s.max.Round(time.Microsecond))
 	if len(o.restarts) > 0 {
@@ -294,12 +347,13 @@ func report(t *testing.T, o outcome) {
 			slices.Min(drains).Round(time.Millisecond), percentile(drains, 50).Round(time.Millisecond),
 			slices.Max(drains).Round(time.Millisecond), o.sc.budget())
 	}
-	fmt.Fprintf(&b, "%-8s %-9s %-10s %-13s %-13s %-9s %-5s %s\n", "restart", "slot", "start→UP", "old sessions", "client in-fl", "drain", "exit", "budget")
+	fmt.Fprintf(&b, "%-8s %-9s %-10s %-13s %-13s %-11s %-9s %-5s %s\n", "restart", "slot", "start→UP", "old sessions", "client in-fl", "SSE final", "drain", "exit", "budget")
 	for _, r := range o.restarts {
-		fmt.Fprintf(&b, "%-8s %-9s %-10v %-13d %-13d %-9v %-5d %v\n",
+		fmt.Fprintf(&b, "%-8s %-9s %-10v %-13d %-13d %-11s %-9v %-5d %v\n",
 			fmt.Sprintf("%d.%d", r.round, r.index), r.oldSlot+"→"+r.newSlot, r.startToUp.Round(time.Millisecond),
-			r.sessionsAtTerm, r.inflightAtTerm, r.drain.Round(time.Millisecond), r.exitCode, o.sc.budget())
+			r.sessionsAtTerm, r.inflightAtTerm, fmt.Sprintf("%d/%d", r.streamsFinal, r.streamsAtTerm),
+			r.drain.Round(time.Millisecond), r.exitCode, o.sc.budget())
 	}
-	fmt.Fprintf(&b, "(old sessions: HAProxy scur of the old instance at SIGTERM; client in-fl: all requests in flight then)\n")
+	fmt.Fprintf(&b, "(old sessions: HAProxy scur of the old instance at SIGTERM; client in-fl: all requests in flight then;\n SSE final: streams open on the old instance at SIGTERM that ended cleanly after its final event)\n")
 	t.Log(b.String())
 }

@@ -239,3 +239,21 @@ func TestSidecarMomentsOf(t *testing.T) {
 		t.Errorf("sidecarMomentsOf = %+v", m)
 	}
 }
+
+func TestIdleCount(t *testing.T) {
+	tests := []struct {
+		line   string
+		want   int
+		wantOK bool
+	}{
+		{`{"msg":"closing idle keep-alive connections","server":"http","connections":5}`, 5, true},
+		{`{"msg":"closing idle keep-alive connections","server":"admin","connections":0}`, 0, false},
+		{`{"msg":"closing idle keep-alive connections","server":"http"}`, 0, false},
+		{`not json`, 0, false},
+	}
+	for _, tt := range tests {
+		if got, ok := idleCount(tt.line); got != tt.want || ok != tt.wantOK {
+			t.Errorf("idleCount(%s) = %d, %v; want %d, %v", tt.line, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}

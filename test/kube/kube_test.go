@@ -412,12 +412,29 @@ func TestKube(t *testing.T) {
 		{"control-no-prestop-delay-under-load", func(t *testing.T) {
 			// The seed's pattern: Shutdown at SIGTERM, while kube-proxy still
 			// routes new connections and conntrack pins old ones to the pod.
-			o := s.rolloutUnderLoad(ctx, t, 1, 1, "lifecycle.preStopDelay=0s")
+			o := s.rolloutUnderLoad(ctx, t, 1, 1, "--set", "lifecycle.preStopDelay=0s")
 			table := o.table("control: APP_PRESTOP_DELAY=0s")
 			t.Log("\n" + table)
 			s.saveArtifact(t, "control-no-prestop-delay.txt", table)
 			if o.sum.failed() == 0 {
 				t.Errorf("control: no failed request with APP_PRESTOP_DELAY=0s over %d requests; the harness cannot see the drop it guards against", o.sum.requests)
+			}
+			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
+			s.rollout(ctx, t)
+		}, true},
+		{"control-no-connection-close-under-load", func(t *testing.T) {
+			// The delay kept, but no "Connection: close" during it: pooled
+			// connections that conntrack pins to the terminating pod keep
+			// sending to it until its Shutdown closes them. extraEnv
+			// replaces the chart's own value of the variable.
+			o := s.rolloutUnderLoad(ctx, t, 2, 1,
+				"--set", "extraEnv[0].name=APP_DRAIN_CONNECTION_CLOSE", "--set-string", "extraEnv[0].value=false")
+			table := o.table("control: APP_DRAIN_CONNECTION_CLOSE=false (delay kept)")
+			t.Log("\n" + table)
+			s.saveArtifact(t, "control-no-connection-close.txt", table)
+			if o.sum.failed() == 0 {
+				t.Errorf("control: no failed request without Connection: close over %d requests (%d terminations, %d idle keep-alive connections closed by Shutdown)",
+					o.sum.requests, o.terminations, sum(o.lags.idleClosed))
 			}
 			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
 			s.rollout(ctx, t)
@@ -486,6 +503,14 @@ func TestKube(t *testing.T) {
 			return // the later steps build on the release this one left
 		}
 	}
+}
+
+func sum(list []int) int {
+	n := 0
+	for _, v := range list {
+		n += v
+	}
+	return n
 }
 
 func containsAny(list []string, sub string) bool {

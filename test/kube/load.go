@@ -42,6 +42,8 @@ type result struct {
 	status  int
 	fail    string        // "" when the request succeeded; else a failure kind
 	latency time.Duration // from the scheduled send time (open loop: queueing counts)
+	doneAt  time.Time     // when the outcome was known
+	pod     string        // the pod a GET / answer named ("" for other kinds)
 }
 
 // Failure kinds. A request fails when it gets no response (transport error,
@@ -191,14 +193,22 @@ func (l *load) do(i int, scheduled time.Time) result {
 
 	resp, err := l.client.Do(req)
 	if err != nil {
-		r.latency = time.Since(scheduled)
+		r.doneAt = time.Now()
+		r.latency = r.doneAt.Sub(scheduled)
 		r.fail = classify(err)
 		return r
 	}
 	got, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	r.latency = time.Since(scheduled)
+	r.doneAt = time.Now()
+	r.latency = r.doneAt.Sub(scheduled)
 	r.status = resp.StatusCode
+	if r.kind == kindRoot && err == nil {
+		// "kubeskel <version> on <pod>\n": which pod served it.
+		if _, host, ok := strings.Cut(string(got), " on "); ok {
+			r.pod = strings.TrimSpace(host)
+		}
+	}
 	switch {
 	case err != nil:
 		r.fail = classify(err)
@@ -231,6 +241,18 @@ func classify(err error) string {
 		return failEOF
 	}
 	return failOther
+}
+
+// lastServed returns, per pod, when the last successful GET / that it
+// answered completed.
+func (l *load) lastServed() map[string]time.Time {
+	last := map[string]time.Time{}
+	for _, r := range l.results {
+		if r.pod != "" && r.fail == "" && r.doneAt.After(last[r.pod]) {
+			last[r.pod] = r.doneAt
+		}
+	}
+	return last
 }
 
 // summary aggregates results.

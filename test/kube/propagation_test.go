@@ -158,13 +158,24 @@ func parseMetrics(r io.Reader) map[string]float64 {
 	return m
 }
 
-// timeline prints, per terminated pod, deletion seen (pod watch) -> endpoint
-// marked terminating (EndpointSlice watch) -> the first kube-proxy rules sync
-// to finish after that, and the median and max lag from deletion to that
-// sync. The two watches are separate streams, so their order can be off by
-// a few tens of milliseconds; and the sync that finished first may have
-// started just before the change, so the lag is a lower bound.
-func (p *propagation) timeline() (string, []time.Duration) {
+// propagationLags are the lags measured over the terminations of one run.
+type propagationLags struct {
+	sigtermToSync  []time.Duration // app's SIGTERM (phase draining) -> kube-proxy rules synced
+	deletionToSync []time.Duration // pod deletion seen -> kube-proxy rules synced
+	idleClosed     []int           // idle keep-alive connections the app's shutdown closed
+}
+
+// timeline prints, per terminated pod, from the app's SIGTERM (its own
+// "phase draining" log line, +0): deletion seen (pod watch), endpoint marked
+// terminating (EndpointSlice watch), the first kube-proxy rules sync to
+// finish after that, the last GET / the pod answered (the load's own
+// record), the start of its shutdown, its exit (phase stopped), and how many
+// idle keep-alive connections its shutdown closed; then the median and max
+// lag from SIGTERM to the rules sync. The watches are separate streams, so
+// their order can be off by a few tens of milliseconds; and the sync that
+// finished first may have started just before the change, so the lag is a
+// lower bound.
+func (p *propagation) timeline(logs *podLogs, lastServed map[string]time.Time) (string, propagationLags) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var names []string
@@ -173,34 +184,66 @@ func (p *propagation) timeline() (string, []time.Duration) {
 	}
 	slices.Sort(names)
 	var b strings.Builder
-	var lags []time.Duration
-	fmt.Fprintf(&b, "  propagation per termination (deletion seen = +0):\n")
+	var lags propagationLags
+	rel := func(at, base time.Time) string {
+		if at.IsZero() {
+			return "-"
+		}
+		return fmt.Sprintf("%+.3fs", at.Sub(base).Seconds())
+	}
+	fmt.Fprintf(&b, "  propagation per termination (the app's SIGTERM = +0; deletion seen, endpoint terminating, kube-proxy rules synced, last GET / served, shutdown began, exit; idle keep-alive connections closed by the shutdown):\n")
 	for _, n := range names {
 		del := p.deletedAt[n]
-		ep, ok := p.epGoneAt[n]
-		if !ok {
-			fmt.Fprintf(&b, "    %-32s endpoint never seen terminating\n", n)
-			continue
+		app, followed := logs.moments(n)
+		base := app.draining
+		if base.IsZero() {
+			fmt.Fprintf(&b, "    %-32s no SIGTERM in the app's log (followed: %v); deletion seen = +0\n", n, followed)
+			base = del
 		}
+		ep, epSeen := p.epGoneAt[n]
 		var sync time.Time
-		for _, s := range p.syncs {
-			if !s.Before(ep) {
-				sync = s
-				break
+		if epSeen {
+			for _, s := range p.syncs {
+				if !s.Before(ep) {
+					sync = s
+					break
+				}
 			}
 		}
+		idle := "-"
+		if app.idleLogged {
+			idle = strconv.Itoa(app.idleClosed)
+			lags.idleClosed = append(lags.idleClosed, app.idleClosed)
+		}
+		fmt.Fprintf(&b, "    %-32s deleted %s, endpoint %s, rules synced %s, last GET / %s, shutdown %s, exit %s, idle closed %s\n",
+			n, rel(del, base), rel(ep, base), rel(sync, base), rel(lastServed[n], base), rel(app.shuttingDown, base), rel(app.stopped, base), idle)
 		if sync.IsZero() {
-			fmt.Fprintf(&b, "    %-32s endpoint terminating +%.3fs, no kube-proxy sync seen after it\n", n, ep.Sub(del).Seconds())
 			continue
 		}
-		lags = append(lags, sync.Sub(del))
-		fmt.Fprintf(&b, "    %-32s endpoint terminating +%.3fs, kube-proxy rules synced +%.3fs\n", n, ep.Sub(del).Seconds(), sync.Sub(del).Seconds())
+		lags.deletionToSync = append(lags.deletionToSync, sync.Sub(del))
+		if !app.draining.IsZero() {
+			lags.sigtermToSync = append(lags.sigtermToSync, sync.Sub(app.draining))
+		}
 	}
-	if len(lags) > 0 {
-		sorted := slices.Clone(lags)
+	stat := func(what string, d []time.Duration) {
+		if len(d) == 0 {
+			fmt.Fprintf(&b, "  %s: not measured\n", what)
+			return
+		}
+		sorted := slices.Clone(d)
 		slices.Sort(sorted)
-		fmt.Fprintf(&b, "  deletion -> kube-proxy rules synced: median %.3fs, max %.3fs over %d terminations\n",
-			sorted[len(sorted)/2].Seconds(), sorted[len(sorted)-1].Seconds(), len(sorted))
+		fmt.Fprintf(&b, "  %s: median %.3fs, max %.3fs over %d terminations\n",
+			what, sorted[len(sorted)/2].Seconds(), sorted[len(sorted)-1].Seconds(), len(sorted))
+	}
+	stat("SIGTERM -> kube-proxy rules synced", lags.sigtermToSync)
+	stat("deletion -> kube-proxy rules synced", lags.deletionToSync)
+	if len(lags.idleClosed) > 0 {
+		total := 0
+		for _, n := range lags.idleClosed {
+			total += n
+		}
+		fmt.Fprintf(&b, "  idle keep-alive connections closed by Shutdown: %d over %d terminations (max %d in one)\n",
+			total, len(lags.idleClosed), slices.Max(lags.idleClosed))
 	}
 	if c := p.progCnt1 - p.progCnt0; c > 0 {
 		fmt.Fprintf(&b, "  kube-proxy's own network programming duration: mean %.3fs over %.0f changes\n", (p.progSum1-p.progSum0)/c, c)

@@ -35,7 +35,7 @@ type exitWatch struct {
 
 // watchExits runs `kubectl get pods -w` until ctx ends; the returned
 // function waits for the watcher to exit (ctx kills it).
-func (s *suite) watchExits(ctx context.Context, t *testing.T, prop *propagation) (*exitWatch, func()) {
+func (s *suite) watchExits(ctx context.Context, t *testing.T, prop *propagation, logs *podLogs) (*exitWatch, func()) {
 	t.Helper()
 	w := &exitWatch{terminating: map[string]bool{}, exit: map[string]int{}, reason: map[string]string{}}
 	cmd := s.command(ctx, s.kubectlBin, "-n", s.ns, "get", "pods", "-l", "app.kubernetes.io/instance="+release,
@@ -71,13 +71,18 @@ func (s *suite) watchExits(ctx context.Context, t *testing.T, prop *propagation)
 				w.terminating[name] = true
 				prop.podDeleted(name, time.Now())
 			}
+			running := false
 			for _, c := range ev.Object.Status.ContainerStatuses {
 				if c.Name == containerName && c.State.Terminated != nil {
 					w.exit[name] = c.State.Terminated.ExitCode
 					w.reason[name] = c.State.Terminated.Reason
 				}
+				running = running || (c.Name == containerName && c.State.Running != nil)
 			}
 			w.mu.Unlock()
+			if running {
+				logs.follow(name)
+			}
 		}
 	}()
 	return w, func() {
@@ -97,21 +102,18 @@ type rolloutOutcome struct {
 	reasons      map[string]string
 	missingExit  []string
 	propagation  string
-	lags         []time.Duration
+	lags         propagationLags
 }
 
-// rolloutUnderLoad installs the chart with 3 replicas (plus sets), runs the
+// rolloutUnderLoad installs the chart with 3 replicas (plus helm flags), runs the
 // load through the ClusterIP while it restarts the rollout `restarts` times
 // and deletes a pod `deletes` times (each waited for with rollout status),
 // waits for every terminated pod to be gone, and stops the load.
-func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, deletes int, sets ...string) rolloutOutcome {
+func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, deletes int, helmFlags ...string) rolloutOutcome {
 	t.Helper()
 	args := []string{"upgrade", release, s.chart, "-n", s.ns, "-f", s.values,
 		"--set", fmt.Sprintf("replicaCount=%d", loadReplicas)}
-	for _, set := range sets {
-		args = append(args, "--set", set)
-	}
-	s.mustHelm(ctx, t, args...)
+	s.mustHelm(ctx, t, append(args, helmFlags...)...)
 	s.rollout(ctx, t)
 	// Pods the upgrade replaced still serve during their drain.
 	s.waitPodCount(ctx, t, loadReplicas)
@@ -125,7 +127,8 @@ func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, de
 
 	wctx, stopWatch := context.WithCancel(ctx)
 	prop := newPropagation()
-	w, waitWatch := s.watchExits(wctx, t, prop)
+	logs := s.newPodLogs(wctx)
+	w, waitWatch := s.watchExits(wctx, t, prop, logs)
 	waitSlices := s.watchEndpointSlices(wctx, t, prop)
 	metricsDone := make(chan struct{})
 	go func() {
@@ -133,7 +136,7 @@ func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, de
 		prop.pollProxyMetrics(wctx, "http://127.0.0.1:"+envOr("KUBESKEL_KUBE_PROXY_METRICS_PORT", "10249")+"/metrics")
 	}()
 	// Watchers must not outlive the run: stop and wait for all of them.
-	stopAll := func() { stopWatch(); waitWatch(); waitSlices(); <-metricsDone }
+	stopAll := func() { stopWatch(); waitWatch(); waitSlices(); <-metricsDone; logs.wait() }
 	defer stopAll()
 
 	l := newLoad(loadConfig{
@@ -176,7 +179,7 @@ func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, de
 	o.rate = float64(o.sum.requests) / elapsed.Seconds()
 
 	stopAll()
-	o.propagation, o.lags = prop.timeline()
+	o.propagation, o.lags = prop.timeline(logs, l.lastServed())
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	o.terminations = len(w.terminating)

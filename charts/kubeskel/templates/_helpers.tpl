@@ -196,3 +196,15 @@ restartPolicy (Always) turns an init container into a native sidecar.
 {{- end -}}
 {{- toYaml (list $c) -}}
 {{- end -}}
+
+{{/*
+Name of the Secret served on the traffic port: tls.secretName, or the one
+the cert-manager Certificate writes; empty means cleartext.
+*/}}
+{{- define "kubeskel.tlsSecretName" -}}
+{{- if .Values.tls.secretName -}}
+{{- .Values.tls.secretName -}}
+{{- else if .Values.tls.certManager.enabled -}}
+{{- include "kubeskel.fullname" . }}-tls
+{{- end -}}
+{{- end }}

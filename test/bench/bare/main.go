@@ -5,7 +5,11 @@
 // tracing, admin server or lifecycle. It still shuts down gracefully on
 // SIGTERM so its shutdown time is a fair baseline.
 //
-//	BARE_ADDR=127.0.0.1:8080 bare
+// BARE_H2C=1 also serves cleartext HTTP/2 with prior knowledge, the way
+// kubeskel does with APP_HTTP2=h2c (http.Server.Protocols), for the h2load
+// comparison.
+//
+//	BARE_ADDR=127.0.0.1:8080 [BARE_H2C=1] bare
 package main
 
 import (
@@ -46,6 +50,16 @@ func run() error {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	switch h2c := os.Getenv("BARE_H2C"); h2c {
+	case "", "0":
+	case "1":
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		srv.Protocols = &p
+	default:
+		return fmt.Errorf("BARE_H2C must be 1 or 0, not %q", h2c)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

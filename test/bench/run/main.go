@@ -42,7 +42,9 @@ var (
 	conns      = flag.Int("conns", 32, "wrk keep-alive connections")
 	cgRequests = flag.Int("callgrind-requests", 5000, "keep-alive requests counted under callgrind")
 	starts     = flag.Int("starts", 20, "process starts for the start-up time")
-	only       = flag.String("only", "", "comma list of sections to run (size,throughput,callgrind,profile,startup,shutdown,probe); empty: all")
+	h2Conns    = flag.Int("h2-conns", 8, "h2load connections (-c) in the h2 section")
+	h2Streams  = flag.Int("h2-streams", 16, "h2load concurrent streams per connection (-m) in the h2 section")
+	only       = flag.String("only", "", "comma list of sections to run (size,throughput,h2,callgrind,profile,startup,shutdown,probe); empty: all")
 )
 
 func main() {
@@ -124,10 +126,10 @@ func run() error {
 
 	b.machine()
 	sections := map[string]func() error{
-		"size": b.sizes, "throughput": b.throughput, "callgrind": b.callgrind,
+		"size": b.sizes, "throughput": b.throughput, "h2": b.h2, "callgrind": b.callgrind,
 		"startup": b.startup, "shutdown": b.shutdown, "probe": b.probe, "profile": b.profile,
 	}
-	for _, name := range []string{"size", "throughput", "callgrind", "profile", "startup", "shutdown", "probe"} {
+	for _, name := range []string{"size", "throughput", "h2", "callgrind", "profile", "startup", "shutdown", "probe"} {
 		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) {
 			continue
 		}
@@ -469,6 +471,106 @@ func (b *bench) wrk(url string, d time.Duration, c int) (wrkResult, error) {
 		}
 	}
 	return r, nil
+}
+
+// h2loadResult is what one h2load run measured.
+type h2loadResult struct {
+	rps, succeeded float64
+	cpuPerReq      time.Duration // server CPU per request, as in wrkResult
+}
+
+var (
+	reH2RPS  = regexp.MustCompile(`finished in [\d.]+m?s, ([\d.]+) req/s`)
+	reH2Reqs = regexp.MustCompile(`requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout`)
+	reH2Code = regexp.MustCompile(`status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`)
+)
+
+// h2load runs h2load (cleartext HTTP/2 with prior knowledge, the default
+// for http:// URLs) against url from the non-server CPUs, and fails unless
+// it spoke h2c and every request succeeded with a 2xx.
+func (b *bench) h2load(url string, d time.Duration) (h2loadResult, error) {
+	args := []string{"h2load", "-c", strconv.Itoa(*h2Conns), "-m", strconv.Itoa(*h2Streams), "-D", strconv.Itoa(int(d.Seconds())), url}
+	if b.serverCPU != "" {
+		args = append([]string{"taskset", "-c", "0-" + strconv.Itoa(runtime.NumCPU()-2)}, args...)
+	}
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return h2loadResult{}, fmt.Errorf("h2load: %w\n%s", err, out)
+	}
+	var r h2loadResult
+	m := reH2RPS.FindSubmatch(out)
+	reqs := reH2Reqs.FindSubmatch(out)
+	codes := reH2Code.FindSubmatch(out)
+	if m == nil || reqs == nil || codes == nil || !bytes.Contains(out, []byte("Application protocol: h2c")) {
+		return r, fmt.Errorf("h2load output lacks req/s, request counts, status codes or \"Application protocol: h2c\":\n%s", out)
+	}
+	r.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	r.succeeded, _ = strconv.ParseFloat(string(reqs[1]), 64)
+	for _, n := range append(reqs[2:], codes[1:]...) {
+		if string(n) != "0" {
+			return r, fmt.Errorf("h2load saw failed, errored, timed out or non-2xx requests:\n%s", out)
+		}
+	}
+	return r, nil
+}
+
+// h2 compares HTTP/2 throughput: kubeskel's h2c (on by default) against the
+// bare server with BARE_H2C=1, alternating within each repetition.
+func (b *bench) h2() error {
+	if _, err := exec.LookPath("h2load"); err != nil {
+		return fmt.Errorf("h2load not found: apt-get install nghttp2-client")
+	}
+	results := make([][]h2loadResult, len(b.variants))
+	for rep := 0; rep < *reps; rep++ {
+		for i, v := range b.variants {
+			var extra []string
+			if !v.kubeskel {
+				extra = []string{"BARE_H2C=1"}
+			}
+			p, err := b.start(v, extra)
+			if err != nil {
+				return err
+			}
+			if _, err := p.waitOK(p.readyURL(v), 10*time.Second); err != nil {
+				p.kill()
+				return err
+			}
+			if _, err := b.h2load(p.url(), time.Second); err != nil { // warm-up
+				p.kill()
+				return err
+			}
+			cpu0 := p.cpuTime()
+			r, err := b.h2load(p.url(), *duration)
+			if r.succeeded > 0 {
+				r.cpuPerReq = time.Duration(float64(p.cpuTime()-cpu0) / r.succeeded)
+			}
+			p.stop(30 * time.Second)
+			if err != nil {
+				return err
+			}
+			results[i] = append(results[i], r)
+			fmt.Fprintf(os.Stderr, "  rep %d %s h2c: %.0f req/s\n", rep+1, v.name, r.rps)
+		}
+	}
+	fmt.Fprintf(b.out, "\n## HTTP/2 throughput, GET / over h2c (h2load -c %d -m %d, %v runs, %d repetitions alternating)\n\n", *h2Conns, *h2Streams, *duration, *reps)
+	fmt.Fprintf(b.out, "| variant | req/s median (min–max) | × bare (median of per-repetition ratios) | server CPU µs/request median (min–max) | bare ÷ this (median of per-repetition ratios) |\n|---|---:|---:|---:|---:|\n")
+	for i, v := range b.variants {
+		rps := field(results[i], func(r h2loadResult) float64 { return r.rps })
+		cpu := field(results[i], func(r h2loadResult) float64 { return float64(r.cpuPerReq) / 1e3 })
+		var rpsRatio, cpuRatio []float64
+		for rep := range results[i] {
+			rpsRatio = append(rpsRatio, results[i][rep].rps/results[0][rep].rps)
+			cpuRatio = append(cpuRatio, float64(results[0][rep].cpuPerReq)/float64(results[i][rep].cpuPerReq))
+		}
+		name := v.name
+		if !v.kubeskel {
+			name += " (BARE_H2C=1)"
+		}
+		fmt.Fprintf(b.out, "| %s | %.0f (%.0f–%.0f) | %.2f (%.2f–%.2f) | %.1f (%.1f–%.1f) | %.2f (%.2f–%.2f) |\n", name,
+			median(rps), slices.Min(rps), slices.Max(rps), median(rpsRatio), slices.Min(rpsRatio), slices.Max(rpsRatio),
+			median(cpu), slices.Min(cpu), slices.Max(cpu), median(cpuRatio), slices.Min(cpuRatio), slices.Max(cpuRatio))
+	}
+	return nil
 }
 
 func (b *bench) throughput() error {
