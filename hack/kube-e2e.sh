@@ -40,10 +40,12 @@ cd "$KUBE_REPO"
 # warm they only print the cached paths.
 HELM=$(hack/tools.sh helm)
 BIN=$(hack/tools.sh kube-bin-dir)
+hack/tools.sh otelcol >/dev/null
 
 start=$SECONDS
 hack/kube-up.sh
 hack/kube-images.sh kubeskel
+hack/kube-images.sh otelcol
 kube_log "cluster and images ready in $((SECONDS - start))s"
 
 # The test binary is built here (the Go toolchain may need the module

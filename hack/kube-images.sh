@@ -4,6 +4,9 @@
 #
 #   hack/kube-images.sh pause      kubeskel.local/pause:e2e, the pod sandbox
 #   hack/kube-images.sh kubeskel   kubeskel.local/kubeskel:e2e, the service
+#   hack/kube-images.sh otelcol    kubeskel.local/otelcol:e2e, the OpenTelemetry
+#                                  Collector (hack/tools.sh otelcol) the sidecar
+#                                  steps run in the chart's native-sidecar slot
 #
 # By default each is a static Go binary packed FROM scratch into a
 # docker-archive tar (manifest.json + config + one layer), which
@@ -17,6 +20,7 @@ source "$(dirname "$0")/kube-lib.sh"
 
 IMAGES=$KUBE_WORK/images
 KUBESKEL_IMAGE=${KUBESKEL_KUBE_IMAGE:-kubeskel.local/kubeskel:e2e}
+OTELCOL_IMAGE=kubeskel.local/otelcol:e2e
 
 # pack REF ROOTFS CONFIG-JSON OUT: write a docker-archive of ROOTFS as one
 # layer, tagged REF, with CONFIG-JSON as the image's runtime config.
@@ -93,14 +97,26 @@ kubeskel_docker_image() {
   import "$IMAGES/kubeskel.tar"
 }
 
+# otelcol_image packs the collector binary hack/tools.sh built (static, no
+# cgo) alone, as /otelcol, run as the same non-root user as the app.
+otelcol_image() {
+  local root=$IMAGES/otelcol/rootfs bin
+  bin=$("$KUBE_REPO/hack/tools.sh" otelcol)
+  rm -rf "$root"; mkdir -p "$root"
+  cp "$bin" "$root/otelcol"
+  pack "$OTELCOL_IMAGE" "$root" '{"Entrypoint":["/otelcol"],"User":"65532:65532"}' "$IMAGES/otelcol.tar"
+  import "$IMAGES/otelcol.tar"
+}
+
 mkdir -p "$IMAGES"
 case "${1:-}" in
   pause) pause_image ;;
+  otelcol) otelcol_image ;;
   kubeskel)
     case ${KUBESKEL_KUBE_IMAGE_BUILD:-pack} in
       pack) kubeskel_image ;;
       docker) kubeskel_docker_image ;;
       *) kube_die "KUBESKEL_KUBE_IMAGE_BUILD must be pack or docker" ;;
     esac ;;
-  *) echo "usage: $0 pause|kubeskel" >&2; exit 2 ;;
+  *) echo "usage: $0 pause|kubeskel|otelcol" >&2; exit 2 ;;
 esac

@@ -9,6 +9,9 @@
 #   hack/tools.sh kube-apiserver       -> path (also: kubectl, kubelet,
 #                                         kube-controller-manager, kube-scheduler,
 #                                         kube-proxy)
+#   hack/tools.sh otelcol              -> path to an OpenTelemetry Collector
+#                                         built by the Collector Builder
+#                                         $OTELCOL_VERSION from hack/otelcol/builder.yaml
 #
 # The cache lives in ${KUBESKEL_CACHE:-$HOME/.cache/kubeskel}; delete it to rebuild.
 set -o errexit -o pipefail -o nounset
@@ -19,6 +22,7 @@ KUBE_VERSION=v1.37.2
 PROTOC_GEN_GO_VERSION=v1.36.12      # google.golang.org/protobuf, as in go.mod
 PROTOC_GEN_GO_GRPC_VERSION=v1.5.1
 GRPC_HEALTH_PROBE_VERSION=v0.4.63
+OTELCOL_VERSION=v0.161.0
 CACHE=${KUBESKEL_CACHE:-${HOME:-/root}/.cache/kubeskel}
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
 
@@ -100,6 +104,30 @@ build_go_tool() {
   echo "$dir/$name"
 }
 
+# build_otelcol builds the collector that make e2e-kube runs as a native
+# sidecar: the Collector Builder of OTELCOL_VERSION (itself from the module
+# proxy) generates a main package from hack/otelcol/builder.yaml and compiles
+# it with CGO_ENABLED=0 (the builder's default). The cache key holds the
+# manifest's hash, so editing the manifest rebuilds.
+build_otelcol() {
+  local manifest
+  manifest="$(cd "$(dirname "$0")" && pwd)/otelcol/builder.yaml"
+  local dir
+  dir="$CACHE/otelcol-$OTELCOL_VERSION-$(sha256sum "$manifest" | cut -c1-12)"
+  if [[ ! -x "$dir/otelcol-kubeskel" ]]; then
+    log "building the OpenTelemetry Collector $OTELCOL_VERSION into $dir (about 2-4 minutes cold)"
+    mkdir -p "$dir/src"
+    CGO_ENABLED=0 GOBIN="$dir/ocb" GOFLAGS=-mod=mod go install -trimpath \
+      "go.opentelemetry.io/collector/cmd/builder@$OTELCOL_VERSION"
+    # output_path is set here, not in the manifest, so the manifest stays
+    # free of machine paths; the generated go.mod lives next to the sources.
+    sed "s|^dist:|dist:\n  output_path: $dir/src|" "$manifest" >"$dir/builder.yaml"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod "$dir/ocb/builder" --config="$dir/builder.yaml" >&2
+    mv "$dir/src/otelcol-kubeskel" "$dir/otelcol-kubeskel"
+  fi
+  echo "$dir/otelcol-kubeskel"
+}
+
 case "${1:-}" in
   protoc-gen-go) build_go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION" ;;
   protoc-gen-go-grpc) build_go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" ;;
@@ -108,6 +136,7 @@ case "${1:-}" in
   golangci-lint) build_golangci_lint ;;
   kube-bin-dir) build_kube ;;
   kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|kube-proxy) echo "$(build_kube)/$1" ;;
-  all) build_helm >/dev/null; build_golangci_lint >/dev/null; build_kube >/dev/null ;;
-  *) echo "usage: $0 protoc-gen-go|protoc-gen-go-grpc|grpc-health-probe|helm|golangci-lint|kube-bin-dir|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|kube-proxy|all" >&2; exit 2 ;;
+  otelcol) build_otelcol ;;
+  all) build_helm >/dev/null; build_golangci_lint >/dev/null; build_kube >/dev/null; build_otelcol >/dev/null ;;
+  *) echo "usage: $0 protoc-gen-go|protoc-gen-go-grpc|grpc-health-probe|helm|golangci-lint|kube-bin-dir|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl|kube-proxy|otelcol|all" >&2; exit 2 ;;
 esac

@@ -46,6 +46,10 @@ type Config struct {
 	SidecarReadyTimeout time.Duration `split_words:"true" default:"60s" desc:"give up start-up (exit 1) if the sidecar is not ready by then"`
 	SidecarQuitURL      string        `split_words:"true" secret:"true" desc:"if set, POST to this URL after the drain to stop a sidecar (best effort)"`
 	SidecarQuitTimeout  time.Duration `split_words:"true" default:"1s" desc:"deadline for the sidecar quit request"`
+	// NativeSidecarShutdown is not waited for by the binary: the kubelet
+	// stops native sidecars only after the app has exited, inside the same
+	// grace period, so the budget must leave them this much.
+	NativeSidecarShutdown time.Duration `split_words:"true" default:"0s" desc:"time the pod's native sidecars get to shut down after the app has exited, inside the same grace period; counted in the shutdown budget only (the chart sets it)"`
 
 	ReadHeaderTimeout time.Duration `split_words:"true" default:"5s" desc:"time allowed to read request headers (slowloris protection)"`
 	ReadTimeout       time.Duration `split_words:"true" default:"0s" desc:"time allowed to read a whole request; 0 means no limit"`
@@ -161,8 +165,10 @@ const AdminStopTimeout = time.Second
 // ShutdownBudget is the longest the pod's termination may take, from the
 // start of the grace period to the process's exit: the kubelet's preStop
 // sleep (before SIGTERM), pre-stop delay, shutdown deadline, telemetry
-// flush, the sidecar quit request if configured, and the admin stop. Every
-// term is at most MaxDuration, so the sum cannot overflow.
+// flush, the sidecar quit request if configured, and the admin stop; then,
+// when APP_NATIVE_SIDECAR_SHUTDOWN is set, the native sidecars' shutdown,
+// which the kubelet starts only after the process has exited. Every term is
+// at most MaxDuration, so the sum cannot overflow.
 func (c Config) ShutdownBudget() time.Duration {
 	var b time.Duration
 	for _, term := range c.budgetTerms() {
@@ -185,7 +191,11 @@ func (c Config) budgetTerms() []budgetTerm {
 	if c.SidecarQuitURL != "" {
 		terms = append(terms, budgetTerm{Variable("SidecarQuitTimeout"), c.SidecarQuitTimeout})
 	}
-	return append(terms, budgetTerm{"admin stop", AdminStopTimeout})
+	terms = append(terms, budgetTerm{"admin stop", AdminStopTimeout})
+	if c.NativeSidecarShutdown > 0 {
+		terms = append(terms, budgetTerm{Variable("NativeSidecarShutdown"), c.NativeSidecarShutdown})
+	}
+	return terms
 }
 
 // BudgetArithmetic shows the sum ShutdownBudget makes and how it compares
@@ -231,8 +241,9 @@ func (c Config) Validate() error {
 	nonNegative := map[string]time.Duration{
 		"PrestopSleep": c.PrestopSleep, "PrestopDelay": c.PrestopDelay, "PrestopQuietPeriod": c.PrestopQuietPeriod,
 		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "HandlerCancelMargin": c.HandlerCancelMargin,
-		"TLSReloadInterval":    c.TLSReloadInterval,
-		"GRPCMaxConnectionAge": c.GRPCMaxConnectionAge, "GRPCMaxConnectionAgeGrace": c.GRPCMaxConnectionAgeGrace,
+		"NativeSidecarShutdown": c.NativeSidecarShutdown,
+		"TLSReloadInterval":     c.TLSReloadInterval,
+		"GRPCMaxConnectionAge":  c.GRPCMaxConnectionAge, "GRPCMaxConnectionAgeGrace": c.GRPCMaxConnectionAgeGrace,
 	}
 	positive := map[string]time.Duration{
 		"ShutdownTimeout": c.ShutdownTimeout, "TelemetryFlushTimeout": c.TelemetryFlushTimeout,

@@ -163,6 +163,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"negative read timeout", map[string]string{"APP_READ_TIMEOUT": "-2s"}, "APP_READ_TIMEOUT", []string{"negative"}},
 		{"negative write timeout", map[string]string{"APP_WRITE_TIMEOUT": "-2s"}, "APP_WRITE_TIMEOUT", []string{"negative"}},
 		{"negative cancel margin", map[string]string{"APP_HANDLER_CANCEL_MARGIN": "-1s"}, "APP_HANDLER_CANCEL_MARGIN", []string{"negative"}},
+		{"negative native sidecar shutdown", map[string]string{"APP_NATIVE_SIDECAR_SHUTDOWN": "-1s"}, "APP_NATIVE_SIDECAR_SHUTDOWN", []string{"negative"}},
 		{"zero shutdown timeout", map[string]string{"APP_SHUTDOWN_TIMEOUT": "0s"}, "APP_SHUTDOWN_TIMEOUT", []string{"positive"}},
 		{"negative flush timeout", map[string]string{"APP_TELEMETRY_FLUSH_TIMEOUT": "-1s"}, "APP_TELEMETRY_FLUSH_TIMEOUT", []string{"positive"}},
 		{"zero grace period", map[string]string{"APP_TERMINATION_GRACE_PERIOD": "0s"}, "APP_TERMINATION_GRACE_PERIOD", []string{"positive"}},
@@ -360,6 +361,17 @@ func TestBudgetRule(t *testing.T) {
 			contains: []string{"APP_SIDECAR_QUIT_TIMEOUT 1s", "= 28s", "not below APP_TERMINATION_GRACE_PERIOD 28s"},
 		},
 		{
+			name:     "native sidecars' shutdown counts after the admin stop",
+			env:      map[string]string{"APP_TERMINATION_GRACE_PERIOD": "30s", "APP_NATIVE_SIDECAR_SHUTDOWN": "2s"},
+			wantErr:  true,
+			contains: []string{"admin stop 1s + APP_NATIVE_SIDECAR_SHUTDOWN 2s = 30s", "not below APP_TERMINATION_GRACE_PERIOD 30s"},
+		},
+		{
+			name:    "native sidecars' shutdown within the grace period",
+			env:     map[string]string{"APP_TERMINATION_GRACE_PERIOD": "31s", "APP_NATIVE_SIDECAR_SHUTDOWN": "2s"},
+			wantErr: false,
+		},
+		{
 			name:    "quit timeout ignored without the quit URL",
 			env:     map[string]string{"APP_TERMINATION_GRACE_PERIOD": "29s", "APP_SIDECAR_QUIT_TIMEOUT": "10s"},
 			wantErr: false,
@@ -429,7 +441,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 39; got != want {
+	if got, want := len(want), 40; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }

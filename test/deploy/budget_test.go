@@ -93,6 +93,8 @@ func TestChartBudgetPassesBinaryCheck(t *testing.T) {
 			"APP_PRESTOP_SLEEP 0s", []string{"APP_SIDECAR_QUIT_TIMEOUT 4s"}},
 		{"istio preset with preStop sleep", `{lifecycle: {safetyMargin: 1s, preStopSleep: {enabled: true}}, sidecar: {preset: istio}}`,
 			"APP_PRESTOP_SLEEP 5s", []string{"APP_SIDECAR_QUIT_TIMEOUT"}},
+		{"native sidecar", `{lifecycle: {safetyMargin: 1s}, nativeSidecars: [{name: otel-collector, image: x}]}`,
+			"APP_PRESTOP_SLEEP 0s", []string{"admin stop 1s + APP_NATIVE_SIDECAR_SHUTDOWN 5s = 33s, below APP_TERMINATION_GRACE_PERIOD 34s"}},
 		{"extraEnv within the budget", `{lifecycle: {safetyMargin: 1s}, extraEnv: [{name: APP_TELEMETRY_FLUSH_TIMEOUT, value: 1s}]}`,
 			"APP_PRESTOP_SLEEP 0s", []string{"APP_TELEMETRY_FLUSH_TIMEOUT 1s"}},
 	}

@@ -169,6 +169,9 @@ func effectiveLifecycle(t *testing.T, vals map[string]any) lifecycleValues {
 	if l.QuitURL == "" && get("sidecar.preset").(string) != "" {
 		l.QuitURL = "preset"
 	}
+	if native, _ := get("nativeSidecars").([]any); len(native) > 0 {
+		l.NativeSidecarShutdown = get("lifecycle.nativeSidecarShutdown").(string)
+	}
 	return l
 }
 

@@ -51,6 +51,17 @@ func drainBudget(d *appsv1.Deployment) (time.Duration, error) {
 		}
 		total += dur
 	}
+	// The kubelet stops native sidecars only after the app has exited,
+	// inside the same grace period: their shutdown must be counted.
+	if v, ok := env(app, "APP_NATIVE_SIDECAR_SHUTDOWN"); ok {
+		dur, err := time.ParseDuration(v)
+		if err != nil {
+			return 0, fmt.Errorf("APP_NATIVE_SIDECAR_SHUTDOWN=%q: %w", v, err)
+		}
+		total += dur
+	} else if native := nativeSidecarNames(d); len(native) > 0 {
+		return 0, fmt.Errorf("native sidecars %v, but APP_NATIVE_SIDECAR_SHUTDOWN is not set: their shutdown is not counted", native)
+	}
 	if l := app.Lifecycle; l != nil && l.PreStop != nil {
 		switch {
 		case l.PreStop.Sleep != nil:
@@ -60,6 +71,17 @@ func drainBudget(d *appsv1.Deployment) (time.Duration, error) {
 		}
 	}
 	return total, nil
+}
+
+// nativeSidecarNames lists the init containers with restartPolicy Always.
+func nativeSidecarNames(d *appsv1.Deployment) []string {
+	var names []string
+	for _, c := range d.Spec.Template.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			names = append(names, c.Name)
+		}
+	}
+	return names
 }
 
 // checkGracePeriod verifies the property the chart exists for: the kubelet's
@@ -116,6 +138,9 @@ func expectedGraceSeconds(t testing.TB, l lifecycleValues) int64 {
 	if l.QuitURL != "" {
 		total += parse(l.QuitTimeout)
 	}
+	if l.NativeSidecarShutdown != "" {
+		total += parse(l.NativeSidecarShutdown)
+	}
 	return int64(math.Ceil(total.Seconds()))
 }
 
@@ -124,6 +149,9 @@ type lifecycleValues struct {
 	PreStopDelay, ShutdownTimeout, TelemetryFlushTimeout, SafetyMargin string
 	PreStopSleep                                                       bool
 	QuitURL, QuitTimeout                                               string
+	// NativeSidecarShutdown is lifecycle.nativeSidecarShutdown when the
+	// pod has native sidecars, else "".
+	NativeSidecarShutdown string
 }
 
 // pssRestrictedViolations lists how a pod spec breaks the "restricted" Pod

@@ -80,6 +80,13 @@ func TestGracePeriodCheckFails(t *testing.T) {
 			setEnv(d, "APP_SIDECAR_QUIT_URL", "http://127.0.0.1:15020/quitquitquit")
 			setEnv(d, "APP_SIDECAR_QUIT_TIMEOUT", "3s")
 		}},
+		{"native sidecar's shutdown not counted", func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.InitContainers = append(d.Spec.Template.Spec.InitContainers, corev1.Container{
+				Name: "otel-collector", Image: "x", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)})
+		}},
+		{"native sidecar's shutdown beyond the grace period", func(d *appsv1.Deployment) {
+			setEnv(d, "APP_NATIVE_SIDECAR_SHUTDOWN", "2s")
+		}},
 		{"malformed duration", func(d *appsv1.Deployment) {
 			setEnv(d, "APP_SHUTDOWN_TIMEOUT", "20")
 		}},

@@ -164,6 +164,82 @@ func TestParseQuantity(t *testing.T) {
 	}
 }
 
+// The sidecar checks (sidecar.go, spans.go), without a cluster.
+
+func TestCheckSpans(t *testing.T) {
+	del := time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return del.Add(time.Duration(s * float64(time.Second))) }
+	reqs := []tracedRequest{
+		{target: "pod", traceID: "a", start: at(-1), done: at(-0.9), status: 200, body: "kubeskel on pod-1"},
+		{target: "pod", traceID: "b", start: at(1), done: at(1.1), status: 200, body: "kubeskel on pod-1"},
+		{target: "service", traceID: "c", start: at(4.9), done: at(5.1), status: 200, body: "kubeskel on pod-1"},
+		{target: "pod", traceID: "d", start: at(6), done: at(6.1), status: 200, body: "kubeskel on pod-1"},
+		{target: "service", traceID: "e", start: at(2), done: at(2.1), status: 200, body: "kubeskel on pod-2"},
+		{target: "pod", traceID: "f", start: at(7), done: at(7.1), err: fmt.Errorf("refused")},
+	}
+	all := map[string]time.Time{"a": at(0), "b": at(7), "c": at(7), "d": at(7), "e": at(3)}
+	r := checkSpans(reqs, "pod-1", del, at(5), all)
+	if r.servedByPod != 4 || r.servedAfterDelete != 3 || r.servedInDelay != 2 || r.missing != 0 || r.otherPod != 1 || r.failed != 1 {
+		t.Errorf("all spans present: %+v", r)
+	}
+	// Control: the spans of the requests answered after the delete never
+	// arrived.
+	lost := map[string]time.Time{"a": at(0), "e": at(3)}
+	r = checkSpans(reqs, "pod-1", del, at(5), lost)
+	if r.missing != 3 || r.missingAfterDelete != 3 || r.missingInDelay != 2 || len(r.lastMissing) != 3 {
+		t.Errorf("spans lost after the delete: %+v", r)
+	}
+}
+
+func TestCheckSidecarOrder(t *testing.T) {
+	del := time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return del.Add(time.Duration(s * float64(time.Second))) }
+	zero := 0
+	app := moments{delete: del, exit: at(6), runtimeExitStatus: &zero}
+	good := sidecarMoments{containerID: testCID, sigterm: at(6.2), exit: at(6.4), exitStatus: &zero,
+		status: &terminatedState{ExitCode: 0}}
+	if bad := checkSidecarOrder(app, good, 12*time.Second); len(bad) != 0 {
+		t.Fatalf("control input rejected: %v", bad)
+	}
+	one := 1
+	for _, tc := range []struct {
+		name   string
+		break_ func(m *sidecarMoments)
+		want   string
+	}{
+		{"SIGTERM with the app", func(m *sidecarMoments) { m.sigterm, m.exit = at(0.2), at(0.3) }, "before the app exited"},
+		{"no SIGTERM seen", func(m *sidecarMoments) { m.sigterm = time.Time{} }, "no SIGTERM"},
+		{"SIGKILL", func(m *sidecarMoments) { m.sigkill = at(12) }, "SIGKILL"},
+		{"non-zero exit", func(m *sidecarMoments) { m.exitStatus = &one }, "exit status 1"},
+		{"past the grace period", func(m *sidecarMoments) { m.exit = at(12.5) }, "beyond the grace period"},
+		{"status exit code", func(m *sidecarMoments) { m.status = &terminatedState{ExitCode: 143, Reason: "Error"} }, "exitCode 143"},
+		{"no status", func(m *sidecarMoments) { m.status = nil }, "no terminated state"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := good
+			tc.break_(&m)
+			bad := checkSidecarOrder(app, m, 12*time.Second)
+			if !containsAny(bad, tc.want) {
+				t.Errorf("checkSidecarOrder = %q, want a problem containing %q", bad, tc.want)
+			}
+		})
+	}
+}
+
+func TestSidecarMomentsOf(t *testing.T) {
+	at := time.Date(2026, 12, 5, 8, 0, 6, 0, time.UTC)
+	recs := []logRecord{
+		{at: at, msg: `Stop container "` + testCID + `" with signal terminated`},
+		{at: at.Add(time.Second), msg: "received exit event &TaskExit{ContainerID:" + testCID + ",ID:" + testCID +
+			",Pid:30648,ExitStatus:0,ExitedAt:2026-12-05 08:00:06.5 +0000 UTC,XXX_unrecognized:[],}"},
+		{at: at, msg: `Stop container "other" with signal terminated`},
+	}
+	m := sidecarMomentsOf(recs, testCID, nil)
+	if !m.sigterm.Equal(at) || m.exitStatus == nil || *m.exitStatus != 0 || !m.exit.Equal(at.Add(500*time.Millisecond)) {
+		t.Errorf("sidecarMomentsOf = %+v", m)
+	}
+}
+
 func TestIdleCount(t *testing.T) {
 	tests := []struct {
 		line   string

@@ -469,6 +469,11 @@ func TestKube(t *testing.T) {
 			}
 			s.rollout(ctx, t)
 		}, true},
+		// The OpenTelemetry Collector as a native sidecar (issue 13), and
+		// its control as an ordinary container; sidecar_test.go.
+		{"sidecar-collector", s.sidecarCollectorStep(ctx), true},
+		{"sidecar-collector-prestop-sleep", s.sidecarPreStopSleepStep(ctx), true},
+		{"control-sidecar-as-ordinary-container", s.sidecarOrdinaryControlStep(ctx), true},
 		{"control-short-grace", func(t *testing.T) {
 			// The chart always derives a grace period longer than the drain,
 			// so the control patches the rendering: terminationGracePeriodSeconds

@@ -150,9 +150,23 @@ runs inside the same grace period before SIGTERM, as APP_PRESTOP_SLEEP, and
 {{- end -}}
 
 {{/*
-kubeskel.terminationGracePeriodSeconds = ceil(drain + safetyMargin). The
-margin is at least one second, so the grace period is always strictly longer
-than the drain, which is what the binary's start-up check demands.
+kubeskel.nativeSidecarShutdown: lifecycle.nativeSidecarShutdown when the pod
+has native sidecars, else "" (no term). The kubelet sends native sidecars
+SIGTERM only after the app has exited, within the same grace period, so
+their shutdown follows the whole drain; the chart passes it to the binary as
+APP_NATIVE_SIDECAR_SHUTDOWN, whose budget check adds it too.
+*/}}
+{{- define "kubeskel.nativeSidecarShutdown" -}}
+{{- if .Values.nativeSidecars -}}
+{{- .Values.lifecycle.nativeSidecarShutdown -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+kubeskel.terminationGracePeriodSeconds = ceil(drain + native sidecars'
+shutdown (when any) + safetyMargin). The margin is at least one second, so
+the grace period is always strictly longer than the budget, which is what
+the binary's start-up check demands.
 */}}
 {{- define "kubeskel.terminationGracePeriodSeconds" -}}
 {{- $margin := include "kubeskel.durationMs" .Values.lifecycle.safetyMargin | int64 -}}
@@ -160,6 +174,9 @@ than the drain, which is what the binary's start-up check demands.
 {{- fail (printf "lifecycle.safetyMargin %q must be at least 1s" .Values.lifecycle.safetyMargin) -}}
 {{- end -}}
 {{- $ms := add (include "kubeskel.drainMs" . | int64) $margin -}}
+{{- with include "kubeskel.nativeSidecarShutdown" . -}}
+{{- $ms = add $ms (include "kubeskel.durationMs" .) -}}
+{{- end -}}
 {{- div (add $ms 999) 1000 -}}
 {{- end -}}
 
