@@ -432,10 +432,18 @@ func TestKube(t *testing.T) {
 			table := o.table("control: APP_DRAIN_CONNECTION_CLOSE=false (delay kept)")
 			t.Log("\n" + table)
 			s.saveArtifact(t, "control-no-connection-close.txt", table)
-			if o.sum.failed() == 0 {
-				t.Errorf("control: no failed request without Connection: close over %d requests (%d terminations, %d idle keep-alive connections closed by Shutdown)",
-					o.sum.requests, o.terminations, sum(o.lags.idleClosed))
+			// What Connection: close does is move pooled connections off the
+			// pod during the delay; the main run asserts it for every pod.
+			// Without it, conntrack keeps them on the pod until Shutdown.
+			stayed := o.stayedUntilShutdown()
+			t.Logf("control: pods that served GET / less than %s before their Shutdown: %v", movedAway, stayed)
+			if len(stayed) == 0 {
+				t.Errorf("control: every pod's pooled connections left more than %s before its Shutdown without Connection: close; the harness cannot see what it buys", movedAway)
 			}
+			// Requests lost to the close race are a consequence, not certain
+			// in one run: reported, not asserted (failed in 2 of the first 3 runs).
+			t.Logf("control: %d failed requests (%s), %d idle keep-alive connections closed by Shutdown over %d terminations",
+				o.sum.failed(), o.sum.failureLine(), sum(o.lags.idleClosed), o.terminations)
 			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
 			s.rollout(ctx, t)
 		}, true},

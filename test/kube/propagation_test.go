@@ -163,6 +163,10 @@ type propagationLags struct {
 	sigtermToSync  []time.Duration // app's SIGTERM (phase draining) -> kube-proxy rules synced
 	deletionToSync []time.Duration // pod deletion seen -> kube-proxy rules synced
 	idleClosed     []int           // idle keep-alive connections the app's shutdown closed
+	// servedUntil is, per pod that answered a GET / during the run, how long
+	// before its Shutdown began it answered the last one: how long before
+	// the end of the pre-stop delay its pooled connections had left.
+	servedUntil map[string]time.Duration
 }
 
 // timeline prints, per terminated pod, from the app's SIGTERM (its own
@@ -184,7 +188,7 @@ func (p *propagation) timeline(logs *podLogs, lastServed map[string]time.Time) (
 	}
 	slices.Sort(names)
 	var b strings.Builder
-	var lags propagationLags
+	lags := propagationLags{servedUntil: map[string]time.Duration{}}
 	rel := func(at, base time.Time) string {
 		if at.IsZero() {
 			return "-"
@@ -215,6 +219,9 @@ func (p *propagation) timeline(logs *podLogs, lastServed map[string]time.Time) (
 			idle = strconv.Itoa(app.idleClosed)
 			lags.idleClosed = append(lags.idleClosed, app.idleClosed)
 		}
+		if last := lastServed[n]; !last.IsZero() && !app.shuttingDown.IsZero() {
+			lags.servedUntil[n] = app.shuttingDown.Sub(last)
+		}
 		fmt.Fprintf(&b, "    %-32s deleted %s, endpoint %s, rules synced %s, last GET / %s, shutdown %s, exit %s, idle closed %s\n",
 			n, rel(del, base), rel(ep, base), rel(sync, base), rel(lastServed[n], base), rel(app.shuttingDown, base), rel(app.stopped, base), idle)
 		if sync.IsZero() {
@@ -234,6 +241,15 @@ func (p *propagation) timeline(logs *podLogs, lastServed map[string]time.Time) (
 		slices.Sort(sorted)
 		fmt.Fprintf(&b, "  %s: median %.3fs, max %.3fs over %d terminations\n",
 			what, sorted[len(sorted)/2].Seconds(), sorted[len(sorted)-1].Seconds(), len(sorted))
+	}
+	if len(lags.servedUntil) > 0 {
+		var gaps []time.Duration
+		for _, d := range lags.servedUntil {
+			gaps = append(gaps, d)
+		}
+		slices.Sort(gaps)
+		fmt.Fprintf(&b, "  last GET / served before Shutdown began: min %.3fs, median %.3fs over %d terminations\n",
+			gaps[0].Seconds(), gaps[len(gaps)/2].Seconds(), len(gaps))
 	}
 	stat("SIGTERM -> kube-proxy rules synced", lags.sigtermToSync)
 	stat("deletion -> kube-proxy rules synced", lags.deletionToSync)

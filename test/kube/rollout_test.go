@@ -224,6 +224,26 @@ func (o rolloutOutcome) table(title string) string {
 	return b.String()
 }
 
+// movedAway is how long before its Shutdown a terminating pod must have
+// answered its last GET / for its pooled connections to count as moved
+// away during the pre-stop delay: the rules sync lag (at most 1.1 s seen
+// on this node) is well inside the 5 s delay.
+const movedAway = time.Second
+
+// stayedUntilShutdown lists the terminating pods that still answered a
+// GET / less than movedAway before their Shutdown began: their pooled
+// connections stayed through the pre-stop delay.
+func (o rolloutOutcome) stayedUntilShutdown() []string {
+	var stayed []string
+	for pod, d := range o.lags.servedUntil {
+		if d < movedAway {
+			stayed = append(stayed, fmt.Sprintf("%s (%.3fs before its Shutdown)", pod, d.Seconds()))
+		}
+	}
+	sort.Strings(stayed)
+	return stayed
+}
+
 // checkClean lists what makes a run under load fail the pass criteria.
 func (o rolloutOutcome) problems() []string {
 	var bad []string
@@ -240,6 +260,9 @@ func (o rolloutOutcome) problems() []string {
 		if code != 0 {
 			bad = append(bad, fmt.Sprintf("pod %s exited %d (%s)", name, code, o.reasons[name]))
 		}
+	}
+	if stayed := o.stayedUntilShutdown(); len(stayed) > 0 {
+		bad = append(bad, fmt.Sprintf("pods still served GET / less than %s before their Shutdown (Connection: close did not move their pooled connections): %v", movedAway, stayed))
 	}
 	if o.rate < 500 {
 		bad = append(bad, fmt.Sprintf("load ran at %.0f requests/s, want at least 500", o.rate))
