@@ -7,9 +7,11 @@
 //
 // BARE_H2C=1 also serves cleartext HTTP/2 with prior knowledge, the way
 // kubeskel does with APP_HTTP2=h2c (http.Server.Protocols), for the h2load
-// comparison.
+// comparison. BARE_GRPC_ADDR also serves the example gRPC service
+// (internal/grpcapp) on a plain grpc.Server, bound before the HTTP port, for
+// the grpc comparison.
 //
-//	BARE_ADDR=127.0.0.1:8080 [BARE_H2C=1] bare
+//	BARE_ADDR=127.0.0.1:8080 [BARE_H2C=1] [BARE_GRPC_ADDR=127.0.0.1:9090] bare
 package main
 
 import (
@@ -23,7 +25,10 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/kubeskel/kubeskel/internal/app"
+	"github.com/kubeskel/kubeskel/internal/grpcapp"
 	"github.com/kubeskel/kubeskel/internal/server"
 )
 
@@ -45,6 +50,16 @@ func run() error {
 	mux := server.NewMux(server.Observability{})
 	app.AddRoutes(mux, app.Deps{Version: "bench", Host: host, SlowMax: 30 * time.Second})
 
+	if gaddr := os.Getenv("BARE_GRPC_ADDR"); gaddr != "" {
+		gln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", gaddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", gaddr, err)
+		}
+		gs := grpc.NewServer()
+		grpcapp.Register(gs, grpcapp.Deps{Version: "bench", Host: host, MaxInterval: 30 * time.Second, MaxCount: 10000})
+		go func() { _ = gs.Serve(gln) }() // returns at Stop
+		defer gs.Stop()
+	}
 	ln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)

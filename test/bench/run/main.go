@@ -44,7 +44,7 @@ var (
 	starts     = flag.Int("starts", 20, "process starts for the start-up time")
 	h2Conns    = flag.Int("h2-conns", 8, "h2load connections (-c) in the h2 section")
 	h2Streams  = flag.Int("h2-streams", 16, "h2load concurrent streams per connection (-m) in the h2 section")
-	only       = flag.String("only", "", "comma list of sections to run (size,throughput,h2,callgrind,profile,startup,shutdown,probe); empty: all")
+	only       = flag.String("only", "", "comma list of sections to run (size,throughput,h2,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
 )
 
 func main() {
@@ -126,10 +126,10 @@ func run() error {
 
 	b.machine()
 	sections := map[string]func() error{
-		"size": b.sizes, "throughput": b.throughput, "h2": b.h2, "callgrind": b.callgrind,
+		"size": b.sizes, "throughput": b.throughput, "h2": b.h2, "grpc": b.grpc, "callgrind": b.callgrind,
 		"startup": b.startup, "shutdown": b.shutdown, "probe": b.probe, "profile": b.profile,
 	}
-	for _, name := range []string{"size", "throughput", "h2", "callgrind", "profile", "startup", "shutdown", "probe"} {
+	for _, name := range []string{"size", "throughput", "h2", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
 		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) {
 			continue
 		}
@@ -655,21 +655,11 @@ var reSummary = regexp.MustCompile(`(?m)^summary:\s+(\d+)`)
 // subtraction as "n-request run minus start-up-only run", without run-to-run
 // noise (the profile section does the two-run subtraction with cachegrind).
 func (b *bench) callgrindOnce(v variant, n int) (startup, perReq float64, err error) {
-	out := filepath.Join(b.dir, "callgrind.out")
-	files, _ := filepath.Glob(out + "*")
-	for _, f := range files {
-		os.Remove(f)
-	}
-	var seenDumps []string
-	p, err := b.start(v, []string{"GODEBUG=asyncpreemptoff=1"},
-		"valgrind", "--tool=callgrind", "--callgrind-out-file="+out)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer p.kill()
-	if _, err := p.waitOK(p.readyURL(v), 60*time.Second); err != nil {
-		return 0, 0, err
-	}
+	return b.callgrindWith(v, n, nil, httpDriver)
+}
+
+// httpDriver sends count sequential GET / on one keep-alive connection.
+func httpDriver(p *proc) (drive func(count int) error, done func(), err error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1}}
 	get := func(count int) error {
 		for i := 0; i < count; i++ {
@@ -685,6 +675,32 @@ func (b *bench) callgrindOnce(v variant, n int) (startup, perReq float64, err er
 		}
 		return nil
 	}
+	return get, client.CloseIdleConnections, nil
+}
+
+// callgrindWith is callgrindOnce with extra environment and a driver that
+// sends count requests of the protocol under test to p, sequentially.
+func (b *bench) callgrindWith(v variant, n int, extraEnv []string, driver func(*proc) (func(int) error, func(), error)) (startup, perReq float64, err error) {
+	out := filepath.Join(b.dir, "callgrind.out")
+	files, _ := filepath.Glob(out + "*")
+	for _, f := range files {
+		os.Remove(f)
+	}
+	var seenDumps []string
+	p, err := b.start(v, append([]string{"GODEBUG=asyncpreemptoff=1"}, extraEnv...),
+		"valgrind", "--tool=callgrind", "--callgrind-out-file="+out)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.kill()
+	if _, err := p.waitOK(p.readyURL(v), 60*time.Second); err != nil {
+		return 0, 0, err
+	}
+	get, done, err := driver(p)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer done()
 	dump := func() (float64, error) {
 		// valgrind is the process taskset exec'd into, so the pid is the same.
 		if out, err := exec.Command("callgrind_control", "-d", strconv.Itoa(p.cmd.Process.Pid)).CombinedOutput(); err != nil {
