@@ -167,9 +167,15 @@ func startGRPCInstance(t *testing.T, env map[string]string) *instance {
 	t.Helper()
 	inst := startInstance(t, env)
 	inst.waitReady(t, 10*time.Second)
+	// The line was written before /ready could answer 200, but readLog
+	// copies the output asynchronously: it may not be in inst.out yet.
 	m := grpcListening.FindStringSubmatch(inst.out.String())
+	for deadline := time.Now().Add(5 * time.Second); m == nil && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		m = grpcListening.FindStringSubmatch(inst.out.String())
+	}
 	if m == nil {
-		t.Fatalf("no gRPC listening line:\n%s", inst.out.String())
+		t.Fatalf("no gRPC listening line within 5s of /ready:\n%s", inst.out.String())
 	}
 	inst.httpAddr = m[1]
 	return inst
