@@ -13,7 +13,7 @@
 //	E2E_SHORT=1 go test -tags e2e -v -count=1 ./test/e2e           # CI variant
 //
 // Knobs (environment): KUBESKEL_BIN=/path/to/kubeskel skips the build of
-// ./cmd/kubeskel; E2E_REQUESTS (per model, default 60000, short 15000),
+// ./cmd/kubeskel; E2E_REQUESTS (per model, default 60000, short 30000),
 // E2E_CONTROL_REQUESTS (8000), E2E_RATE (1000 req/s), E2E_LAG (1s);
 // E2E_DEBUG=1 prints wrong echo bodies and the worst latency of each second.
 // The gRPC model (grpc_test.go): E2E_GRPC_REQUESTS (default 16000),
