@@ -5,13 +5,17 @@
 // tracing, admin server or lifecycle. It still shuts down gracefully on
 // SIGTERM so its shutdown time is a fair baseline.
 //
+// BARE_SETTINGS=1 gives the http.Server the settings of kubeskel's traffic
+// server at its defaults (timeouts, header limit, h2c); without it the
+// server has net/http's zero settings (no timeouts).
+//
 // BARE_H2C=1 also serves cleartext HTTP/2 with prior knowledge, the way
 // kubeskel does with APP_HTTP2=h2c (http.Server.Protocols), for the h2load
 // comparison. BARE_GRPC_ADDR also serves the example gRPC service
 // (internal/grpcapp) on a plain grpc.Server, bound before the HTTP port, for
 // the grpc comparison.
 //
-//	BARE_ADDR=127.0.0.1:8080 [BARE_H2C=1] [BARE_GRPC_ADDR=127.0.0.1:9090] bare
+//	BARE_ADDR=127.0.0.1:8080 [BARE_SETTINGS=1] [BARE_H2C=1] [BARE_GRPC_ADDR=127.0.0.1:9090] bare
 package main
 
 import (
@@ -28,6 +32,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kubeskel/kubeskel/internal/app"
+	"github.com/kubeskel/kubeskel/internal/config"
 	"github.com/kubeskel/kubeskel/internal/grpcapp"
 	"github.com/kubeskel/kubeskel/internal/server"
 )
@@ -64,8 +69,30 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	switch h2c := os.Getenv("BARE_H2C"); h2c {
+	// Plain: net/http's zero settings, no timeouts (what a hello-world
+	// service runs).
+	srv := &http.Server{Handler: mux}
+	h2c := os.Getenv("BARE_H2C")
+	switch settings := os.Getenv("BARE_SETTINGS"); settings {
+	case "", "0":
+	case "1":
+		// The http.Server settings of kubeskel's traffic server at its
+		// defaults (config.Load with no APP_* variable set: the bench sets
+		// none for bare), h2c included as APP_HTTP2=h2c does: what those
+		// settings cost is then reported apart from what the skeleton costs.
+		cfg, err := config.Load()
+		if err != nil {
+			return fmt.Errorf("kubeskel defaults: %w", err)
+		}
+		srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout = cfg.ReadHeaderTimeout, cfg.ReadTimeout, cfg.WriteTimeout
+		srv.IdleTimeout, srv.MaxHeaderBytes = cfg.IdleTimeout, cfg.MaxHeaderBytes
+		if h2c == "" && cfg.HTTP2 == "h2c" {
+			h2c = "1"
+		}
+	default:
+		return fmt.Errorf("BARE_SETTINGS must be 1 or 0, not %q", settings)
+	}
+	switch h2c {
 	case "", "0":
 	case "1":
 		var p http.Protocols

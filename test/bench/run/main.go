@@ -39,7 +39,8 @@ import (
 var (
 	reps       = flag.Int("reps", 5, "repetitions of each throughput and callgrind measurement (alternating variants)")
 	duration   = flag.Duration("duration", 5*time.Second, "length of one wrk run")
-	conns      = flag.Int("conns", 32, "wrk keep-alive connections")
+	conns      = flag.String("conns", "1,32,256", "wrk keep-alive connections of the throughput runs, a comma list")
+	pinModes   = flag.String("pin", "pinned,unpinned", "throughput CPU placements, a comma list: pinned (server on the last CPU with GOMAXPROCS=1, wrk -t1 on the others), unpinned (both on every CPU, default GOMAXPROCS, wrk -t2)")
 	cgRequests = flag.Int("callgrind-requests", 5000, "keep-alive requests counted under callgrind")
 	starts     = flag.Int("starts", 20, "process starts for the start-up time")
 	h2Conns    = flag.Int("h2-conns", 8, "h2load connections (-c) in the h2 section")
@@ -111,7 +112,7 @@ func run() error {
 		}
 	}
 	b.variants = []variant{
-		{name: "bare", bin: b.bare, env: func(hp, _ int) []string {
+		{name: "bare (net/http zero settings)", bin: b.bare, env: func(hp, _ int) []string {
 			return append(slices.Clone(base), fmt.Sprintf("BARE_ADDR=127.0.0.1:%d", hp))
 		}},
 		{name: "kubeskel defaults (tracing off)", bin: b.ks, kubeskel: true, env: ksEnv()},
@@ -126,7 +127,7 @@ func run() error {
 
 	b.machine()
 	sections := map[string]func() error{
-		"size": b.sizes, "throughput": b.throughput, "h2": b.h2, "grpc": b.grpc, "callgrind": b.callgrind,
+		"size": b.sizes, "throughput": b.throughputMatrix, "h2": b.h2, "grpc": b.grpc, "callgrind": b.callgrind,
 		"startup": b.startup, "shutdown": b.shutdown, "probe": b.probe, "profile": b.profile,
 	}
 	for _, name := range []string{"size", "throughput", "h2", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
@@ -438,9 +439,14 @@ var (
 	reLat  = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$`)
 )
 
-// wrk runs wrk against url from the non-server CPUs.
+// wrk runs wrk with one thread against url from the non-server CPUs (on
+// every CPU when the server is not pinned).
 func (b *bench) wrk(url string, d time.Duration, c int) (wrkResult, error) {
-	args := []string{"wrk", "-t1", fmt.Sprintf("-c%d", c), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", url}
+	return b.wrkThreads(url, d, c, 1)
+}
+
+func (b *bench) wrkThreads(url string, d time.Duration, c, threads int) (wrkResult, error) {
+	args := []string{"wrk", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", c), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", url}
 	if b.serverCPU != "" {
 		args = append([]string{"taskset", "-c", "0-" + strconv.Itoa(runtime.NumCPU()-2)}, args...)
 	}
@@ -569,73 +575,6 @@ func (b *bench) h2() error {
 		fmt.Fprintf(b.out, "| %s | %.0f (%.0f–%.0f) | %.2f (%.2f–%.2f) | %.1f (%.1f–%.1f) | %.2f (%.2f–%.2f) |\n", name,
 			median(rps), slices.Min(rps), slices.Max(rps), median(rpsRatio), slices.Min(rpsRatio), slices.Max(rpsRatio),
 			median(cpu), slices.Min(cpu), slices.Max(cpu), median(cpuRatio), slices.Min(cpuRatio), slices.Max(cpuRatio))
-	}
-	return nil
-}
-
-func (b *bench) throughput() error {
-	results := make([][]wrkResult, len(b.variants))
-	idle := make([]rss, len(b.variants))
-	for rep := 0; rep < *reps; rep++ {
-		for i, v := range b.variants {
-			p, err := b.start(v, nil)
-			if err != nil {
-				return err
-			}
-			if _, err := p.waitOK(p.readyURL(v), 10*time.Second); err != nil {
-				p.kill()
-				return err
-			}
-			if rep == 0 {
-				// Idle RSS: ready, a second of quiet, no request served yet.
-				time.Sleep(time.Second)
-				idle[i] = p.rss()
-			}
-			// One second of warm-up so every variant is measured hot.
-			if _, err := b.wrk(p.url(), time.Second, *conns); err != nil {
-				p.kill()
-				return err
-			}
-			cpu0 := p.cpuTime()
-			r, err := b.wrk(p.url(), *duration, *conns)
-			r.rssAfter = p.rss()
-			if r.requests > 0 {
-				r.cpuPerReq = time.Duration(float64(p.cpuTime()-cpu0) / r.requests)
-			}
-			p.stop(30 * time.Second)
-			if err != nil {
-				return err
-			}
-			results[i] = append(results[i], r)
-			fmt.Fprintf(os.Stderr, "  rep %d %s: %.0f req/s p50 %v p99 %v\n", rep+1, v.name, r.rps, r.p50, r.p99)
-		}
-	}
-	fmt.Fprintf(b.out, "\n## Throughput, GET / over %d keep-alive connections (wrk -t1, %v runs, %d repetitions alternating)\n\n", *conns, *duration, *reps)
-	fmt.Fprintf(b.out, "| variant | req/s median (min–max) | × bare (median of per-repetition ratios) | server CPU µs/request median (min–max) | bare ÷ this (median of per-repetition ratios) | p50 median | p99 median (min–max) | idle RSS MiB | max RSS after load MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for i, v := range b.variants {
-		rps := field(results[i], func(r wrkResult) float64 { return r.rps })
-		p50 := field(results[i], func(r wrkResult) float64 { return float64(r.p50) })
-		p99 := field(results[i], func(r wrkResult) float64 { return float64(r.p99) })
-		after := results[i][0].rssAfter
-		for _, r := range results[i] {
-			if r.rssAfter.total > after.total {
-				after = r.rssAfter
-			}
-		}
-		cpu := field(results[i], func(r wrkResult) float64 { return float64(r.cpuPerReq) / 1e3 })
-		// Each repetition runs the variants back to back, so the ratio
-		// within a repetition cancels most of the drift in what else the
-		// machine is doing; the median of those ratios is the figure to quote.
-		var rpsRatio, cpuRatio []float64
-		for rep := range results[i] {
-			rpsRatio = append(rpsRatio, results[i][rep].rps/results[0][rep].rps)
-			cpuRatio = append(cpuRatio, float64(results[0][rep].cpuPerReq)/float64(results[i][rep].cpuPerReq))
-		}
-		fmt.Fprintf(b.out, "| %s | %.0f (%.0f–%.0f) | %.2f (%.2f–%.2f) | %.1f (%.1f–%.1f) | %.2f (%.2f–%.2f) | %v | %v (%v–%v) | %v | %v |\n", v.name,
-			median(rps), slices.Min(rps), slices.Max(rps), median(rpsRatio), slices.Min(rpsRatio), slices.Max(rpsRatio),
-			median(cpu), slices.Min(cpu), slices.Max(cpu), median(cpuRatio), slices.Min(cpuRatio), slices.Max(cpuRatio),
-			dur(median(p50)), dur(median(p99)), dur(slices.Min(p99)), dur(slices.Max(p99)),
-			idle[i], after)
 	}
 	return nil
 }
@@ -943,7 +882,18 @@ func (b *bench) startup() error {
 		what string
 	}
 	rows := []row{{b.variants[0], "GET / (traffic)"}, {b.variants[1], "GET /ready (admin)"}, {b.variants[1], "GET / (traffic)"}, {b.variants[2], "GET /ready (admin)"}}
-	for _, r := range rows {
+	medians := make([]float64, len(rows))
+	defer func() {
+		if medians[0] > 0 && medians[1] > 0 {
+			ratio := medians[1] / medians[0]
+			verdict := "met"
+			if ratio > 1.5 {
+				verdict = "**missed**"
+			}
+			fmt.Fprintf(b.out, "\nTarget exec → /ready 200 ≤ 1.5× bare's exec → first 200: %.2f× (%v vs %v): %s.\n", ratio, dur(medians[1]), dur(medians[0]), verdict)
+		}
+	}()
+	for ri, r := range rows {
 		var ds []float64
 		for i := 0; i < *starts; i++ {
 			p, err := b.start(r.v, nil)
@@ -961,6 +911,7 @@ func (b *bench) startup() error {
 			}
 			ds = append(ds, float64(d))
 		}
+		medians[ri] = median(ds)
 		fmt.Fprintf(b.out, "| %s | %s | %v | %v | %v |\n", r.v.name, r.what, dur(median(ds)), dur(slices.Min(ds)), dur(slices.Max(ds)))
 	}
 	return nil
