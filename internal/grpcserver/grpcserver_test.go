@@ -338,3 +338,61 @@ func TestObserveMethodAndCode(t *testing.T) {
 		t.Errorf("observed %v, want %v", got, want)
 	}
 }
+
+// A health Watch stream, which a client with client-side health checking
+// keeps open on every connection, does not hold the drain: when graceful
+// stop begins it gets NOT_SERVING and then ends with Unavailable (retry,
+// elsewhere), so Shutdown returns as soon as the other RPCs are done, with
+// nothing cut.
+func TestWatchDoesNotHoldTheDrain(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		startDraining bool // StartDraining before Shutdown, as the lifecycle does
+	}{
+		{"StartDraining then Shutdown", true},
+		{"Shutdown alone", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := start(t, grpcserver.Options{})
+			cc, _ := client(t, s)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			watch, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for { // NOT_SERVING until the first readiness poll
+				r, err := watch.Recv()
+				if err != nil {
+					t.Fatalf("Watch.Recv before the drain: %v", err)
+				}
+				if r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+					break
+				}
+			}
+
+			if tt.startDraining {
+				s.StartDraining()
+			}
+			const deadline = 5 * time.Second
+			shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), deadline)
+			defer cancelShutdown()
+			began := time.Now()
+			cut, err := s.Shutdown(shutdownCtx, time.Second)
+			took := time.Since(began)
+			if cut != 0 || err != nil {
+				t.Errorf("Shutdown = %d, %v; want 0, nil: a Watch is not a cut RPC", cut, err)
+			}
+			if took > deadline/5 {
+				t.Errorf("Shutdown took %s with a Watch open, want well before the %s deadline", took.Round(time.Millisecond), deadline)
+			}
+			r, err := watch.Recv()
+			if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+				t.Fatalf("Watch after Shutdown = %v, %v; want NOT_SERVING first", r, err)
+			}
+			if _, err := watch.Recv(); status.Code(err) != codes.Unavailable {
+				t.Errorf("Watch ended with %v, want Unavailable", err)
+			}
+		})
+	}
+}
