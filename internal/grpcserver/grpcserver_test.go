@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/kubeskel/kubeskel/internal/grpcapp"
@@ -392,6 +394,51 @@ func TestWatchDoesNotHoldTheDrain(t *testing.T) {
 			}
 			if _, err := watch.Recv(); status.Code(err) != codes.Unavailable {
 				t.Errorf("Watch ended with %v, want Unavailable", err)
+			}
+		})
+	}
+}
+
+// With Reflection on, a grpc.reflection.v1 client lists the example
+// service; with it off, the reflection service is Unimplemented.
+func TestReflection(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		reflection bool
+		want       codes.Code
+	}{
+		{"on", true, codes.OK},
+		{"off", false, codes.Unimplemented},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := start(t, grpcserver.Options{Reflection: tt.reflection})
+			cc, _ := client(t, s)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			stream, err := reflectionpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A stream's status arrives with the first Recv, not at open.
+			err = stream.Send(&reflectionpb.ServerReflectionRequest{
+				MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{},
+			})
+			if err != nil && !errors.Is(err, io.EOF) { // EOF: the status follows on Recv
+				t.Fatal(err)
+			}
+			r, err := stream.Recv()
+			if got := status.Code(err); got != tt.want {
+				t.Fatalf("ListServices = %v, want %s", err, tt.want)
+			}
+			if tt.want != codes.OK {
+				return
+			}
+			var names []string
+			for _, svc := range r.GetListServicesResponse().GetService() {
+				names = append(names, svc.GetName())
+			}
+			if !slices.Contains(names, "kubeskel.echo.v1.Echo") {
+				t.Errorf("reflection lists %v, want kubeskel.echo.v1.Echo among them", names)
 			}
 		})
 	}
