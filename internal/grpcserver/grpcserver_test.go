@@ -443,3 +443,39 @@ func TestReflection(t *testing.T) {
 		})
 	}
 }
+
+// MaxConnectionAge sends GOAWAY to a connection that old, and the client's
+// next call succeeds over a new connection.
+func TestMaxConnectionAgeSendsGoAway(t *testing.T) {
+	s := start(t, grpcserver.Options{MaxConnectionAge: 200 * time.Millisecond, MaxConnectionAgeGrace: 100 * time.Millisecond})
+	goaway := rawGoAway(t, s.Addr().String())
+	cc, dials := client(t, s)
+	echo := echov1.NewEchoClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := echo.Say(ctx, &echov1.SayRequest{Message: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case f, ok := <-goaway:
+		if !ok {
+			t.Error("raw connection closed without GOAWAY")
+		} else if f.ErrCode != http2.ErrCodeNo {
+			t.Errorf("GOAWAY code = %s, want NO_ERROR", f.ErrCode)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("no GOAWAY within 2s on a connection with MaxConnectionAge 200ms")
+	}
+	// The client reconnects on its next call after its own GOAWAY; every
+	// call succeeds.
+	calls := 1
+	for deadline := time.Now().Add(3 * time.Second); dials.Load() < 2 && time.Now().Before(deadline); calls++ {
+		if _, err := echo.Say(ctx, &echov1.SayRequest{Message: "again"}, grpc.WaitForReady(true)); err != nil {
+			t.Fatalf("call %d: %v", calls, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := dials.Load(); got < 2 {
+		t.Errorf("client dialled %d connection(s) in %d calls over 3s, want a second one after MaxConnectionAge", got, calls)
+	}
+}
