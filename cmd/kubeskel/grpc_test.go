@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	echov1 "github.com/kubeskel/kubeskel/internal/grpcapp/echo/v1"
@@ -245,5 +247,50 @@ func TestGRPCHealthProbe(t *testing.T) {
 	}
 	if code := p.wait(20 * time.Second); code != 0 {
 		t.Errorf("exit code = %d, want 0", code)
+	}
+}
+
+// TestGRPCRequestLogTraceID: the gRPC request log line carries the trace id
+// of the caller's traceparent metadata. With tracing off the caller's span
+// context is still extracted (telemetry.StartRPCSpan does so when trace
+// metadata is present), so span_id is the caller's; with tracing on it is
+// the server span's, a child in the same trace.
+func TestGRPCRequestLogTraceID(t *testing.T) {
+	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	collector := httptest.NewServer(&otlpReceiver{})
+	defer collector.Close()
+	for _, tt := range []struct {
+		name         string
+		env          []string
+		wantParentID bool // span_id is the caller's
+	}{
+		{"tracing off", nil, true},
+		{"tracing on", []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+			"OTEL_EXPORTER_OTLP_ENDPOINT=" + collector.URL}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, addr := startGRPC(t, append([]string{"APP_REQUEST_LOG=true"}, tt.env...)...)
+			cc, _ := grpcClient(t, addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-"+parentID+"-01")
+			if _, err := echov1.NewEchoClient(cc).Say(ctx, &echov1.SayRequest{Message: "traced"}); err != nil {
+				t.Fatal(err)
+			}
+			rec := p.waitLog(5*time.Second, "rpc", "method", "/kubeskel.echo.v1.Echo/Say")
+			if got := rec["trace_id"]; got != traceID {
+				t.Errorf("rpc log trace_id = %v, want %s from traceparent (record %v)", got, traceID, rec)
+			}
+			spanID, _ := rec["span_id"].(string)
+			switch {
+			case tt.wantParentID && spanID != parentID:
+				t.Errorf("rpc log span_id = %q, want the caller's %s", spanID, parentID)
+			case !tt.wantParentID && (len(spanID) != 16 || spanID == parentID):
+				t.Errorf("rpc log span_id = %q, want a server span's, not the caller's %s", spanID, parentID)
+			}
+			if got, want := rec["code"], "OK"; got != want {
+				t.Errorf("rpc log code = %v, want %s", got, want)
+			}
+		})
 	}
 }

@@ -95,6 +95,17 @@ type generation struct {
 	srv   *grpc.Server
 	lis   *chanListener
 	serve chan error // Serve's result
+	// endWatches ends the health Watch streams open on srv: see
+	// healthService.
+	endWatches context.CancelFunc
+}
+
+// gracefulStop ends g's health Watch streams, then sends GOAWAY to its
+// connections and waits for their RPCs. health.Server.Shutdown must have
+// run, so that watchers see NOT_SERVING before their stream ends.
+func (g *generation) gracefulStop() {
+	g.endWatches()
+	g.srv.GracefulStop()
 }
 
 // Listen binds addr at once (a port in use fails here, naming the address)
@@ -139,14 +150,15 @@ func (s *Server) Arrivals() uint64 { return s.arrivals.Load() }
 
 func (s *Server) newGeneration() *generation {
 	srv := grpc.NewServer(s.srvOpt...)
-	healthpb.RegisterHealthServer(srv, s.health)
+	stopping, endWatches := context.WithCancel(context.Background())
+	healthpb.RegisterHealthServer(srv, &healthService{Server: s.health, stopping: stopping})
 	if s.opts.Register != nil {
 		s.opts.Register(srv)
 	}
 	if s.opts.Reflection {
 		reflection.Register(srv)
 	}
-	return &generation{srv: srv, lis: newChanListener(s.lis.Addr()), serve: make(chan error, 1)}
+	return &generation{srv: srv, lis: newChanListener(s.lis.Addr()), serve: make(chan error, 1), endWatches: endWatches}
 }
 
 func (s *Server) startGeneration(g *generation) {
@@ -254,7 +266,8 @@ func (s *Server) pollReady() {
 // StartDraining sets every service NOT_SERVING (Watch streams see it at
 // once, and for good) and sends GOAWAY to every open connection, while the
 // listener keeps accepting new ones: see Server. RPCs open on the old
-// connections keep running.
+// connections keep running, except health Watch streams, which end with
+// Unavailable after NOT_SERVING (see healthService).
 func (s *Server) StartDraining() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -270,11 +283,12 @@ func (s *Server) StartDraining() {
 	// GracefulStop closes old's listener first, so dispatch never hands
 	// it another connection, then sends GOAWAY and waits for its RPCs: in
 	// the background, Shutdown bounds it.
-	go old.srv.GracefulStop()
+	go old.gracefulStop()
 }
 
 // Shutdown stops accepting, sends GOAWAY to every connection, and waits
-// until every RPC has finished or ctx is done. Handler contexts are
+// until every RPC has finished or ctx is done. Health Watch streams get
+// NOT_SERVING and end with Unavailable at once, so they do not hold it. Handler contexts are
 // cancelled cancelMargin before ctx's deadline so streaming handlers can end
 // cleanly. At ctx's end every connection is closed, the RPCs still open are
 // returned as cut with ctx's error, and Shutdown returns without waiting for
@@ -290,7 +304,7 @@ func (s *Server) Shutdown(ctx context.Context, cancelMargin time.Duration) (cut 
 	go func() {
 		var wg sync.WaitGroup
 		for _, g := range gens {
-			wg.Go(g.srv.GracefulStop)
+			wg.Go(g.gracefulStop)
 		}
 		wg.Wait()
 		close(done)
