@@ -519,7 +519,7 @@ func TestOptions(t *testing.T) {
 		annotations               map[string]string
 	}{
 		{"istio", "http://127.0.0.1:15021/healthz/ready", "http://127.0.0.1:15020/quitquitquit", map[string]string{
-			"proxy.istio.io/config": `{"holdApplicationUntilProxyStarts": true, "terminationDrainDuration": "29s"}`,
+			"proxy.istio.io/config": `{"holdApplicationUntilProxyStarts": true, "drainDuration": "5s", "terminationDrainDuration": "29s"}`,
 		}},
 		{"linkerd", "http://127.0.0.1:4191/ready", "http://127.0.0.1:4191/shutdown", map[string]string{
 			"config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "29",

@@ -17,13 +17,18 @@ import (
 // their rendering against the rules the meshes document (sources in
 // charts/kubeskel/README.md, "Sidecars and service meshes"):
 //
-// Istio (ProxyConfig reference; Istio's sidecar injection FAQ): with
-// holdApplicationUntilProxyStarts the app container starts only once Envoy
-// is ready; on SIGTERM Envoy stops taking new inbound connections, keeps
-// existing ones and outbound calls working for terminationDrainDuration,
-// then exits. So the drain duration must cover the app's whole drain (its
-// last responses and its flush go through Envoy) and end inside
-// terminationGracePeriodSeconds.
+// Istio (ProxyConfig reference; istio/istio#34855 on how drainDuration,
+// parentShutdownDuration, terminationDrainDuration and the grace period
+// interact): with holdApplicationUntilProxyStarts the app container starts
+// only once Envoy is ready. On SIGTERM, which the proxy container gets at
+// once, pilot-agent starts Envoy's graceful drain of inbound listeners:
+// for drainDuration (--drain-time-s, whole seconds, at least 1s) Envoy
+// answers with Connection: close and sends GOAWAY, then closes them. So
+// drainDuration must end while the app still accepts (the pre-stop
+// window), or Envoy is still steering clients to an app that refuses them.
+// pilot-agent keeps Envoy up for terminationDrainDuration, then exits, so
+// that must cover the app's whole drain (its last responses and its flush
+// go through Envoy) and end inside terminationGracePeriodSeconds.
 //
 // Linkerd (Graceful Pod Shutdown): config.alpha.linkerd.io/proxy-wait-before-exit-seconds
 // delays the proxy's shutdown by a preStop sleep; the app's own pre-stop
@@ -35,6 +40,10 @@ import (
 // rendered Deployment.
 type meshTimings struct {
 	grace, drain, preStopDelay time.Duration
+	// accepting is the shortest time the app keeps accepting connections
+	// once termination starts: the preStop sleep plus the in-process
+	// delay, which the quiet period may end early.
+	accepting time.Duration
 }
 
 func timingsOf(d *appsv1.Deployment) (meshTimings, error) {
@@ -64,8 +73,20 @@ func timingsOf(d *appsv1.Deployment) (meshTimings, error) {
 		if m.preStopDelay, err = time.ParseDuration(v); err != nil {
 			return m, fmt.Errorf("APP_PRESTOP_DELAY=%q: %w", v, err)
 		}
+		m.accepting = m.preStopDelay
+		if v, ok := env(&c, "APP_PRESTOP_QUIET_PERIOD"); ok {
+			quiet, err := time.ParseDuration(v)
+			if err != nil {
+				return m, fmt.Errorf("APP_PRESTOP_QUIET_PERIOD=%q: %w", v, err)
+			}
+			if quiet > 0 {
+				m.accepting = min(m.accepting, quiet)
+			}
+		}
 		if l := c.Lifecycle; l != nil && l.PreStop != nil && l.PreStop.Sleep != nil {
-			m.preStopDelay += time.Duration(l.PreStop.Sleep.Seconds) * time.Second
+			sleep := time.Duration(l.PreStop.Sleep.Seconds) * time.Second
+			m.preStopDelay += sleep
+			m.accepting += sleep
 		}
 	}
 	return m, nil
@@ -102,13 +123,22 @@ func meshProblems(preset string, d *appsv1.Deployment, want map[string]string) [
 			fail("proxy.istio.io/config is not JSON: %v", err)
 			break
 		}
-		if keys := slices.Sorted(maps.Keys(cfg)); !slices.Equal(keys, []string{"holdApplicationUntilProxyStarts", "terminationDrainDuration"}) {
-			fail("proxy.istio.io/config keys %v, want exactly holdApplicationUntilProxyStarts and terminationDrainDuration", keys)
+		if keys := slices.Sorted(maps.Keys(cfg)); !slices.Equal(keys, []string{"drainDuration", "holdApplicationUntilProxyStarts", "terminationDrainDuration"}) {
+			fail("proxy.istio.io/config keys %v, want exactly drainDuration, holdApplicationUntilProxyStarts and terminationDrainDuration", keys)
 		}
 		if cfg["holdApplicationUntilProxyStarts"] != true {
 			fail("holdApplicationUntilProxyStarts = %v, want true (the app must not start before Envoy)", cfg["holdApplicationUntilProxyStarts"])
 		}
-		s, _ := cfg["terminationDrainDuration"].(string)
+		s, _ := cfg["drainDuration"].(string)
+		switch envoyDrain, err := time.ParseDuration(s); {
+		case err != nil:
+			fail("drainDuration %q: %v", s, err)
+		case envoyDrain < time.Second || envoyDrain%time.Second != 0:
+			fail("drainDuration %s is not a whole number of seconds, at least 1s (Istio's validation, Envoy's --drain-time-s)", envoyDrain)
+		case envoyDrain > tm.accepting:
+			fail("drainDuration %s is longer than the %s the app surely keeps accepting (pre-stop delay or sleep, ended early by a quiet period): it may stop accepting before Envoy has told every inbound client to move", envoyDrain, tm.accepting)
+		}
+		s, _ = cfg["terminationDrainDuration"].(string)
 		drain, err := time.ParseDuration(s)
 		switch {
 		case err != nil:
@@ -150,6 +180,8 @@ func meshProblems(preset string, d *appsv1.Deployment, want map[string]string) [
 var meshCases = []struct{ name, values string }{
 	{"defaults", ``},
 	{"short drain", `lifecycle: {preStopDelay: 1500ms, shutdownTimeout: 3s, telemetryFlushTimeout: 500ms, safetyMargin: 1s}`},
+	{"quiet period", `lifecycle: {preStopDelay: 7s, preStopQuietPeriod: 2500ms}`},
+	{"quiet period longer than the delay", `lifecycle: {preStopDelay: 3s, preStopQuietPeriod: 4s}`},
 	{"preStop sleep", `lifecycle: {preStopDelay: 7s, preStopSleep: {enabled: true}}`},
 	{"long quit timeout", `sidecar: {quitTimeout: 4s}`},
 	{"with a native sidecar", `nativeSidecars: [{name: otel-collector, image: x}]`},
@@ -178,7 +210,7 @@ func TestMeshPresetRules(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				t.Logf("grace %s, app drain %s, pre-stop delay %s, annotations %v", tm.grace, tm.drain, tm.preStopDelay, r.Deployment.Spec.Template.Annotations)
+				t.Logf("grace %s, app drain %s, pre-stop delay %s (accepting at least %s), annotations %v", tm.grace, tm.drain, tm.preStopDelay, tm.accepting, r.Deployment.Spec.Template.Annotations)
 			})
 		}
 	}
@@ -187,23 +219,29 @@ func TestMeshPresetRules(t *testing.T) {
 // TestMeshRulesFail is the control: each hand-broken rendering must be
 // reported.
 func TestMeshRulesFail(t *testing.T) {
+	const istio = "proxy.istio.io/config"
 	for _, tc := range []struct {
-		preset, name, key, value string
+		preset, name, values, key, value string
 	}{
-		{"istio", "no hold", "proxy.istio.io/config", `{"holdApplicationUntilProxyStarts": false, "terminationDrainDuration": "29s"}`},
-		{"istio", "drain shorter than the app's", "proxy.istio.io/config", `{"holdApplicationUntilProxyStarts": true, "terminationDrainDuration": "10s"}`},
-		{"istio", "drain shorter than the pre-stop delay", "proxy.istio.io/config", `{"holdApplicationUntilProxyStarts": true, "terminationDrainDuration": "4s"}`},
-		{"istio", "drain as long as the grace period", "proxy.istio.io/config", `{"holdApplicationUntilProxyStarts": true, "terminationDrainDuration": "31s"}`},
-		{"istio", "extra key", "proxy.istio.io/config", `{"holdApplicationUntilProxyStarts": true, "terminationDrainDuration": "29s", "drainDuration": "45s"}`},
-		{"istio", "extra annotation", "sidecar.istio.io/inject", "false"},
-		{"linkerd", "wait shorter than the pre-stop delay", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds", "5"},
-		{"linkerd", "wait shorter than the drain", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds", "20"},
-		{"linkerd", "wait not covered by the grace period", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds", "31"},
-		{"linkerd", "wait not a number", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds", "29s"},
-		{"linkerd", "no admin shutdown", "config.linkerd.io/proxy-admin-shutdown", "disabled"},
+		{"istio", "no hold", "", istio, `{"holdApplicationUntilProxyStarts": false, "drainDuration": "5s", "terminationDrainDuration": "29s"}`},
+		{"istio", "no drain duration (Envoy's 45s)", "", istio, `{"holdApplicationUntilProxyStarts": true, "terminationDrainDuration": "29s"}`},
+		{"istio", "drain duration longer than the pre-stop delay", "", istio, `{"holdApplicationUntilProxyStarts": true, "drainDuration": "6s", "terminationDrainDuration": "29s"}`},
+		{"istio", "drain duration longer than the quiet period", "lifecycle: {preStopQuietPeriod: 2s}", istio, `{"holdApplicationUntilProxyStarts": true, "drainDuration": "3s", "terminationDrainDuration": "29s"}`},
+		{"istio", "drain duration longer than the preStop sleep", "lifecycle: {preStopDelay: 3s, preStopSleep: {enabled: true}}", istio, `{"holdApplicationUntilProxyStarts": true, "drainDuration": "4s", "terminationDrainDuration": "27s"}`},
+		{"istio", "drain duration not whole seconds", "lifecycle: {preStopDelay: 1500ms}", istio, `{"holdApplicationUntilProxyStarts": true, "drainDuration": "1500ms", "terminationDrainDuration": "26s"}`},
+		{"istio", "drain shorter than the app's", "", istio, `{"holdApplicationUntilProxyStarts": true, "drainDuration": "5s", "terminationDrainDuration": "10s"}`},
+		{"istio", "drain shorter than the pre-stop delay", "", istio, `{"holdApplicationUntilProxyStarts": true, "drainDuration": "5s", "terminationDrainDuration": "4s"}`},
+		{"istio", "drain as long as the grace period", "", istio, `{"holdApplicationUntilProxyStarts": true, "drainDuration": "5s", "terminationDrainDuration": "31s"}`},
+		{"istio", "extra key", "", istio, `{"holdApplicationUntilProxyStarts": true, "drainDuration": "5s", "terminationDrainDuration": "29s", "proxyMetadata": {"EXIT_ON_ZERO_ACTIVE_CONNECTIONS": "true"}}`},
+		{"istio", "extra annotation", "", "sidecar.istio.io/inject", "false"},
+		{"linkerd", "wait shorter than the pre-stop delay", "", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds", "5"},
+		{"linkerd", "wait shorter than the drain", "", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds", "20"},
+		{"linkerd", "wait not covered by the grace period", "", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds", "31"},
+		{"linkerd", "wait not a number", "", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds", "29s"},
+		{"linkerd", "no admin shutdown", "", "config.linkerd.io/proxy-admin-shutdown", "disabled"},
 	} {
 		t.Run(tc.preset+"/"+tc.name, func(t *testing.T) {
-			d := mustRender(t, "sidecar: {preset: "+tc.preset+"}").Deployment
+			d := mustRender(t, "sidecar: {preset: "+tc.preset+"}\n"+tc.values).Deployment
 			if bad := meshProblems(tc.preset, d, nil); len(bad) != 0 {
 				t.Fatalf("control input rejected: %v", bad)
 			}
@@ -213,6 +251,27 @@ func TestMeshRulesFail(t *testing.T) {
 				t.Errorf("meshProblems accepted %s = %q", tc.key, tc.value)
 			}
 			t.Logf("reported: %v", bad)
+		})
+	}
+}
+
+// TestIstioPresetNeedsAnAcceptingWindow: Istio's drainDuration is whole
+// seconds, at least 1s, so when the app may stop accepting sooner than that
+// the chart refuses to render rather than let Envoy's drain outlast it.
+func TestIstioPresetNeedsAnAcceptingWindow(t *testing.T) {
+	for _, values := range []string{
+		`lifecycle: {preStopDelay: "0"}`,
+		`lifecycle: {preStopDelay: 500ms}`,
+		`lifecycle: {preStopQuietPeriod: 999ms}`,
+		`lifecycle: {preStopDelay: "0", preStopSleep: {enabled: true}}`,
+	} {
+		t.Run(values, func(t *testing.T) {
+			_, err := renderChart(loadChart(t), parseValues(t, "sidecar: {preset: istio}\n"+values), renderOptions{})
+			if want := "sidecar.preset istio needs the app to keep accepting for at least 1s"; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("render error = %v, want one containing %q", err, want)
+			}
+			// Linkerd has no such floor: the same values render.
+			mustRender(t, "sidecar: {preset: linkerd}\n"+values)
 		})
 	}
 }

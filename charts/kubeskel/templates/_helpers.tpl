@@ -127,6 +127,34 @@ becomes a grace period that cuts requests.
 {{- end -}}
 
 {{/*
+kubeskel.istioDrainSeconds is Envoy's drainDuration for the Istio preset: the
+shortest time the app keeps accepting connections once termination starts,
+in whole seconds rounded down. The proxy container has no preStop hook, so
+Envoy starts its graceful drain (Connection: close, GOAWAY) at once; ending
+it inside that window means every inbound client has been told to move
+before the app stops accepting. The window is the preStop sleep when used,
+else the in-process delay, or the quiet period when shorter (it may end the
+delay early). Istio takes whole seconds, at least 1s, so a shorter window
+is an error rather than a drain that outlasts it.
+*/}}
+{{- define "kubeskel.istioDrainSeconds" -}}
+{{- $l := .Values.lifecycle -}}
+{{- $ms := mul (include "kubeskel.preStopSleepSeconds" . | int64) 1000 -}}
+{{- if not $l.preStopSleep.enabled -}}
+{{- $ms = include "kubeskel.durationMs" $l.preStopDelay | int64 -}}
+{{- $quiet := include "kubeskel.durationMs" $l.preStopQuietPeriod | int64 -}}
+{{- if and (gt $quiet 0) (lt $quiet $ms) -}}
+{{- $ms = $quiet -}}
+{{- end -}}
+{{- end -}}
+{{- $s := div $ms 1000 -}}
+{{- if lt $s 1 -}}
+{{- fail (printf "sidecar.preset istio needs the app to keep accepting for at least 1s after termination starts (lifecycle.preStopDelay %q, preStopQuietPeriod %q): Envoy's drainDuration is whole seconds, at least 1s, and must end inside that window" (toString $l.preStopDelay) (toString $l.preStopQuietPeriod)) -}}
+{{- end -}}
+{{- $s -}}
+{{- end -}}
+
+{{/*
 kubeskel.drainMs is the longest a pod can take from the start of termination
 to the app's exit: the preStop sleep (when used) or the in-process delay, the
 HTTP shutdown, the telemetry flush, the quit POST when a quit URL is set, and
