@@ -639,9 +639,9 @@ func TestKeepaliveEnforcement(t *testing.T) {
 			if tt.stream {
 				c.openWatch(t, s.Addr().String())
 			}
-			for i := range 5 {
+			for i := range byte(5) {
 				time.Sleep(tt.gap)
-				_ = c.tryWrite(func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{byte(i)}) }) // after a GOAWAY, the write may fail
+				_ = c.tryWrite(func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{i}) }) // after a GOAWAY, the write may fail
 			}
 			// A SETTINGS fence: the server acks frames in order, so its ack
 			// comes after any GOAWAY the pings caused, and a GOAWAY closes

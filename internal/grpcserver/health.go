@@ -45,7 +45,7 @@ func (h *healthService) Watch(in *healthpb.HealthCheckRequest, stream healthpb.H
 	}
 	// Shutdown has run, so Check gives the final status (NotFound: an
 	// unknown service, whose watcher saw SERVICE_UNKNOWN, which stays).
-	if r, cerr := h.Server.Check(ctx, in); cerr == nil && r.GetStatus() != ws.last {
+	if r, cerr := h.Check(ctx, in); cerr == nil && r.GetStatus() != ws.last {
 		if err := stream.Send(r); err != nil {
 			return status.Error(codes.Canceled, "stream has ended")
 		}

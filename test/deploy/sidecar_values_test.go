@@ -97,7 +97,7 @@ func sidecarValuesProblems(d *appsv1.Deployment) []string {
 		for _, p := range collector.Ports {
 			ports = append(ports, p.ContainerPort)
 		}
-		if port, err := strconv.Atoi(u.Port()); err != nil || !slices.Contains(ports, int32(port)) {
+		if port, err := strconv.ParseInt(u.Port(), 10, 32); err != nil || !slices.Contains(ports, int32(port)) {
 			fail("OTEL_EXPORTER_OTLP_ENDPOINT %q: port %q is none of %s's ports %v", endpoint, u.Port(), collectorName, ports)
 		}
 	}
