@@ -122,7 +122,7 @@ func serve(stop, abort context.Context, cfg config.Config, stdout io.Writer) err
 	if err != nil {
 		return err
 	}
-	adminSrv, err := server.Listen("admin", cfg.AdminAddr, admin.Routes(probes.Handler(), reg.Handler()), opts)
+	adminSrv, err := server.Listen("admin", cfg.AdminAddr, admin.Routes(probes.Handler(), reg.Handler(), cfg.Pprof), opts)
 	if err != nil {
 		return errors.Join(err, traffic.Close())
 	}

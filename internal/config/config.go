@@ -82,6 +82,8 @@ type Config struct {
 	LogFormat  string `split_words:"true" default:"json" desc:"log format: json or text"`
 	LogLevel   string `split_words:"true" default:"info" desc:"log level: debug, info, warn or error"`
 	RequestLog bool   `split_words:"true" default:"false" desc:"log one line per request (with trace_id and span_id)"`
+
+	Pprof bool `default:"false" desc:"serve net/http/pprof under /debug/pprof/ on the admin port (CPU, heap and allocation profiles, execution traces); the admin port must stay off the Service"`
 }
 
 // Error is a configuration error. Its message names the variable and the
