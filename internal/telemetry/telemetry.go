@@ -17,7 +17,6 @@ import (
 	"sync"
 
 	"github.com/go-logr/logr"
-	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/codes"
@@ -72,13 +71,12 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	}
 	otel.SetTextMapPropagator(propagator)
 
-	exporter, err := autoexport.NewSpanExporter(ctx, autoexport.WithFallbackSpanExporter(
-		func(context.Context) (sdktrace.SpanExporter, error) { return nil, nil }))
+	exporter, err := spanExporterFromEnv(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("OTEL_TRACES_EXPORTER: create span exporter: %w", err)
+		return nil, err
 	}
 	t := &Telemetry{propagator: propagator, fields: extractFields(propagator)}
-	if exporter == nil || autoexport.IsNoneSpanExporter(exporter) {
+	if exporter == nil {
 		t.tracer = noop.NewTracerProvider().Tracer("")
 		otel.SetTracerProvider(noop.NewTracerProvider())
 		return t, nil
