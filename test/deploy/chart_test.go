@@ -342,6 +342,7 @@ func TestDefaults(t *testing.T) {
 		"APP_HTTP_ADDR":                ":8080",
 		"APP_ADMIN_ADDR":               ":8081",
 		"OTEL_SERVICE_NAME":            "kubeskel",
+		"APP_PPROF":                    "false",
 	} {
 		if got, _ := env(app, name); got != want {
 			t.Errorf("%s = %q, want %q", name, got, want)
@@ -413,6 +414,13 @@ func TestOptions(t *testing.T) {
 		}
 		if got, want := *r.Deployment.Spec.Template.Spec.TerminationGracePeriodSeconds, int64(30); got != want {
 			t.Errorf("terminationGracePeriodSeconds = %d, want %d", got, want)
+		}
+	})
+
+	t.Run("pprof", func(t *testing.T) {
+		app := mustRender(t, "pprof: true\n").appContainer(t)
+		if got, want := mustEnv(t, app, "APP_PPROF"), "true"; got != want {
+			t.Errorf("APP_PPROF = %q, want %q", got, want)
 		}
 	})
 
