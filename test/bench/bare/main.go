@@ -13,9 +13,10 @@
 // kubeskel does with APP_HTTP2=h2c (http.Server.Protocols), for the h2load
 // comparison. BARE_GRPC_ADDR also serves the example gRPC service
 // (internal/grpcapp) on a plain grpc.Server, bound before the HTTP port, for
-// the grpc comparison.
+// the grpc comparison. BARE_PPROF_ADDR serves net/http/pprof there, as
+// kubeskel's admin port does with APP_PPROF=true, for the pprof section.
 //
-//	BARE_ADDR=127.0.0.1:8080 [BARE_SETTINGS=1] [BARE_H2C=1] [BARE_GRPC_ADDR=127.0.0.1:9090] bare
+//	BARE_ADDR=127.0.0.1:8080 [BARE_SETTINGS=1] [BARE_H2C=1] [BARE_GRPC_ADDR=127.0.0.1:9090] [BARE_PPROF_ADDR=127.0.0.1:6060] bare
 package main
 
 import (
@@ -31,6 +32,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/kubeskel/kubeskel/internal/admin"
 	"github.com/kubeskel/kubeskel/internal/app"
 	"github.com/kubeskel/kubeskel/internal/config"
 	"github.com/kubeskel/kubeskel/internal/grpcapp"
@@ -64,6 +66,15 @@ func run() error {
 		grpcapp.Register(gs, grpcapp.Deps{Version: "bench", Host: host, MaxInterval: 30 * time.Second, MaxCount: 10000})
 		go func() { _ = gs.Serve(gln) }() // returns at Stop
 		defer gs.Stop()
+	}
+	if paddr := os.Getenv("BARE_PPROF_ADDR"); paddr != "" {
+		pln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", paddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", paddr, err)
+		}
+		ps := &http.Server{Handler: admin.Routes(http.NotFoundHandler(), http.NotFoundHandler(), true), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = ps.Serve(pln) }() // returns at Close
+		defer ps.Close()
 	}
 	ln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", addr)
 	if err != nil {

@@ -94,6 +94,13 @@ func (b *bench) grpc() error {
 			median(cps), slices.Min(cps), slices.Max(cps), median(cpsRatio), slices.Min(cpsRatio), slices.Max(cpsRatio),
 			median(cpu), slices.Min(cpu), slices.Max(cpu), median(cpuRatio), slices.Min(cpuRatio), slices.Max(cpuRatio))
 	}
+	var offRatio []float64
+	for rep := range results[1] {
+		offRatio = append(offRatio, results[1][rep].cps/results[0][rep].cps)
+	}
+	fmt.Fprintf(b.out, "\n| target | measured | |\n|---|---:|---|\n")
+	printFloor(b.out, "gRPC calls/s, tracing off ≥ 0.90× bare grpc-go (gRPC issue)", median(offRatio), 0.90)
+	printFloor(b.out, "gRPC calls/s, tracing off ≥ 0.95× bare grpc-go (concurrency issue)", median(offRatio), 0.95)
 
 	per := make([][]float64, len(variants))
 	cgReps := max(3, *reps/2)

@@ -37,15 +37,16 @@ import (
 )
 
 var (
-	reps       = flag.Int("reps", 5, "repetitions of each throughput and callgrind measurement (alternating variants)")
-	duration   = flag.Duration("duration", 5*time.Second, "length of one wrk run")
-	conns      = flag.String("conns", "1,32,256", "wrk keep-alive connections of the throughput runs, a comma list")
-	pinModes   = flag.String("pin", "pinned,unpinned", "throughput CPU placements, a comma list: pinned (server on the last CPU with GOMAXPROCS=1, wrk -t1 on the others), unpinned (both on every CPU, default GOMAXPROCS, wrk -t2)")
-	cgRequests = flag.Int("callgrind-requests", 5000, "keep-alive requests counted under callgrind")
-	starts     = flag.Int("starts", 20, "process starts for the start-up time")
-	h2Conns    = flag.Int("h2-conns", 8, "h2load connections (-c) in the h2 section")
-	h2Streams  = flag.Int("h2-streams", 16, "h2load concurrent streams per connection (-m) in the h2 section")
-	only       = flag.String("only", "", "comma list of sections to run (size,throughput,h2,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
+	reps          = flag.Int("reps", 5, "repetitions of each throughput and callgrind measurement (alternating variants)")
+	duration      = flag.Duration("duration", 5*time.Second, "length of one wrk run")
+	conns         = flag.String("conns", "1,32,256", "wrk keep-alive connections of the throughput runs, a comma list")
+	pinModes      = flag.String("pin", "pinned,unpinned", "throughput CPU placements, a comma list: pinned (server on the last CPU with GOMAXPROCS=1, wrk -t1 on the others), unpinned (both on every CPU, default GOMAXPROCS, wrk -t2)")
+	pprofDuration = flag.Duration("pprof-duration", 10*time.Second, "length of the profiled wrk run of each variant in the pprof section")
+	cgRequests    = flag.Int("callgrind-requests", 5000, "keep-alive requests counted under callgrind")
+	starts        = flag.Int("starts", 20, "process starts for the start-up time")
+	h2Conns       = flag.Int("h2-conns", 8, "h2load connections (-c) in the h2 section")
+	h2Streams     = flag.Int("h2-streams", 16, "h2load concurrent streams per connection (-m) in the h2 section")
+	only          = flag.String("only", "", "comma list of sections to run (size,throughput,pprof,h2,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
 )
 
 func main() {
@@ -127,10 +128,10 @@ func run() error {
 
 	b.machine()
 	sections := map[string]func() error{
-		"size": b.sizes, "throughput": b.throughputMatrix, "h2": b.h2, "grpc": b.grpc, "callgrind": b.callgrind,
+		"size": b.sizes, "throughput": b.throughputMatrix, "pprof": b.pprof, "h2": b.h2, "grpc": b.grpc, "callgrind": b.callgrind,
 		"startup": b.startup, "shutdown": b.shutdown, "probe": b.probe, "profile": b.profile,
 	}
-	for _, name := range []string{"size", "throughput", "h2", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
+	for _, name := range []string{"size", "throughput", "pprof", "h2", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
 		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) {
 			continue
 		}
@@ -204,6 +205,12 @@ type proc struct {
 // overrides v's environment. With wrap, the binary runs under that command
 // (valgrind).
 func (b *bench) start(v variant, extraEnv []string, wrap ...string) (*proc, error) {
+	return b.startLogging(v, extraEnv, nil, wrap...)
+}
+
+// startLogging is start with the server's standard error written to
+// stderr (GODEBUG traces); nil discards it.
+func (b *bench) startLogging(v variant, extraEnv []string, stderr io.Writer, wrap ...string) (*proc, error) {
 	p := &proc{httpPort: freePort(), adminPort: freePort(), exited: make(chan struct{})}
 	args := append(slices.Clone(wrap), v.bin)
 	if b.serverCPU != "" {
@@ -213,7 +220,7 @@ func (b *bench) start(v variant, extraEnv []string, wrap ...string) (*proc, erro
 	p.cmd.Env = append(v.env(p.httpPort, p.adminPort), extraEnv...)
 	// Logs (and the request log) go nowhere: the cost of producing them is
 	// measured, not the cost of a terminal.
-	p.cmd.Stdout, p.cmd.Stderr = nil, nil
+	p.cmd.Stdout, p.cmd.Stderr = nil, stderr
 	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
@@ -576,7 +583,26 @@ func (b *bench) h2() error {
 			median(rps), slices.Min(rps), slices.Max(rps), median(rpsRatio), slices.Min(rpsRatio), slices.Max(rpsRatio),
 			median(cpu), slices.Min(cpu), slices.Max(cpu), median(cpuRatio), slices.Min(cpuRatio), slices.Max(cpuRatio))
 	}
+	fmt.Fprintf(b.out, "\n| target | measured | |\n|---|---:|---|\n")
+	printFloor(b.out, "HTTP/2 req/s, tracing off ≥ 0.95× bare h2c (pinned)", median(ratiosH2(results, 1)), 0.95)
 	return nil
+}
+
+func ratiosH2(results [][]h2loadResult, i int) []float64 {
+	var out []float64
+	for rep := range results[i] {
+		out = append(out, results[i][rep].rps/results[0][rep].rps)
+	}
+	return out
+}
+
+// printFloor prints a target row: met when measured ≥ floor.
+func printFloor(w io.Writer, name string, measured, floor float64) {
+	verdict := "met"
+	if measured < floor {
+		verdict = "**missed**"
+	}
+	fmt.Fprintf(w, "| %s | %.2f× | %s |\n", name, measured, verdict)
 }
 
 // ---- callgrind ----
@@ -727,6 +753,21 @@ func (b *bench) callgrind() error {
 	bare := median(per[0])
 	for i, v := range variants {
 		fmt.Fprintf(b.out, "| %s | %.0f (%.0f–%.0f) | %.2f | %.1fM |\n", v.name, median(per[i]), slices.Min(per[i]), slices.Max(per[i]), median(per[i])/bare, median(start[i])/1e6)
+	}
+	// The targets of the concurrency issue: variants 1 (defaults) and 3
+	// (tracing 100% only).
+	fmt.Fprintf(b.out, "\n| target | measured | |\n|---|---:|---|\n")
+	for _, t := range []struct {
+		name    string
+		i       int
+		ceiling float64
+	}{{"instructions/request, tracing off ≤ 1.1× bare", 1, 1.1}, {"instructions/request, tracing 100% over OTLP ≤ 2.0× bare", 3, 2.0}} {
+		m := median(per[t.i]) / bare
+		verdict := "met"
+		if m > t.ceiling {
+			verdict = "**missed**"
+		}
+		fmt.Fprintf(b.out, "| %s | %.2f× | %s |\n", t.name, m, verdict)
 	}
 	return nil
 }
