@@ -7,7 +7,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // StartRPCSpan is StartServerSpan for a gRPC call: get looks a key up in the
@@ -25,16 +24,19 @@ func (t *Telemetry) StartRPCSpan(ctx context.Context, fullMethod string, get fun
 	}
 	name := strings.TrimPrefix(fullMethod, "/")
 	service, method, _ := strings.Cut(name, "/")
-	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
-		attribute.String("rpc.system", "grpc"),
-		attribute.String("rpc.service", service),
-		attribute.String("rpc.method", method),
-	))
+	ctx, span := t.tracer.Start(ctx, name, t.serverKind)
 	if !span.IsRecording() {
 		return ctx, func(uint32, string) { span.End() }
 	}
+	// All attributes in one call at the end, as StartServerSpan does, and
+	// for the same reason.
 	return ctx, func(code uint32, msg string) {
-		span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(code)))
+		span.SetAttributes(
+			attribute.String("rpc.system", "grpc"),
+			attribute.String("rpc.service", service),
+			attribute.String("rpc.method", method),
+			attribute.Int("rpc.grpc.status_code", int(code)),
+		)
 		// The semantic conventions mark these server codes as errors.
 		switch code {
 		case 2, 4, 12, 13, 14, 15: // Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable, DataLoss
@@ -47,8 +49,8 @@ func (t *Telemetry) StartRPCSpan(ctx context.Context, fullMethod string, get fun
 func noRPCEnd(uint32, string) {}
 
 func (t *Telemetry) hasTraceMetadata(get func(string) string) bool {
-	for _, f := range t.fields {
-		if get(strings.ToLower(f)) != "" {
+	for _, k := range t.metadataKeys {
+		if get(k) != "" {
 			return true
 		}
 	}

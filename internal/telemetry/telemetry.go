@@ -46,10 +46,15 @@ type Telemetry struct {
 	exporter   *flushExporter
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
+	// serverKind is the option of every server span, made once: converting
+	// it to a trace.SpanStartOption on every request would allocate.
+	serverKind trace.SpanStartOption
 	// fields are the canonical header names the propagator reads. With
 	// tracing disabled a request is only extracted from when one of them is
 	// present, so a request without trace headers costs a few map lookups.
 	fields []string
+	// metadataKeys are fields in lower case, as gRPC metadata keys are.
+	metadataKeys []string
 }
 
 // Setup reads the standard variables: OTEL_TRACES_EXPORTER (otlp, console or
@@ -75,9 +80,8 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Telemetry{propagator: propagator, fields: extractFields(propagator)}
+	t := newTelemetry(propagator)
 	if exporter == nil {
-		t.tracer = noop.NewTracerProvider().Tracer("")
 		otel.SetTracerProvider(noop.NewTracerProvider())
 		return t, nil
 	}
@@ -101,6 +105,17 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	t.tracer = t.provider.Tracer("github.com/kubeskel/kubeskel/internal/telemetry")
 	otel.SetTracerProvider(t.provider)
 	return t, nil
+}
+
+// newTelemetry returns a Telemetry with tracing off that carries trace
+// context with propagator; Setup turns tracing on.
+func newTelemetry(propagator propagation.TextMapPropagator) *Telemetry {
+	t := &Telemetry{propagator: propagator, fields: extractFields(propagator), serverKind: trace.WithSpanKind(trace.SpanKindServer)}
+	for _, f := range t.fields {
+		t.metadataKeys = append(t.metadataKeys, strings.ToLower(f))
+	}
+	t.tracer = noop.NewTracerProvider().Tracer("")
+	return t
 }
 
 // propagatorFromEnv builds the propagator named by value, a comma-separated
@@ -234,24 +249,32 @@ func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (co
 	if t.provider == nil {
 		return ctx, noEnd
 	}
-	// The attributes known at the start are passed to Start, so samplers can
-	// use them; only those the semantic conventions require or that identify
-	// the route, since every attribute costs allocations on every span.
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	ctx, span := t.tracer.Start(ctx, spanName, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
-		semconv.HTTPRequestMethodKey.String(r.Method),
-		semconv.HTTPRoute(route),
-		semconv.URLPath(r.URL.Path),
-		semconv.URLScheme(scheme),
-	))
+	ctx, span := t.tracer.Start(ctx, spanName, t.serverKind)
 	if !span.IsRecording() {
 		return ctx, func(int) { span.End() }
 	}
+	// Only the attributes the semantic conventions require, since every
+	// attribute costs allocations on every span, all set in one call when
+	// the request ends: the SDK then allocates the span's attribute slice
+	// once, at its final size. Passed to Start instead (and the status
+	// appended at the end), they cost four more allocations and a copy of
+	// the slice per span (BENCHMARKS.md, "Profiles under concurrency").
+	// The price: a sampler cannot read them. None of the samplers
+	// OTEL_TRACES_SAMPLER names does; a service that adds an
+	// attribute-based sampler passes them to Start with
+	// trace.WithAttributes.
+	method, path, scheme := r.Method, r.URL.Path, "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
 	return ctx, func(status int) {
-		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+		span.SetAttributes(
+			semconv.HTTPRequestMethodKey.String(method),
+			semconv.HTTPRoute(route),
+			semconv.URLPath(path),
+			semconv.URLScheme(scheme),
+			semconv.HTTPResponseStatusCode(status),
+		)
 		if status >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(status))
 		}

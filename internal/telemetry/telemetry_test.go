@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -262,7 +263,8 @@ func TestShutdownReportsFailedFlush(t *testing.T) {
 	if err := exp.ExportSpans(context.Background(), nil); err == nil {
 		t.Errorf("export before Shutdown returned nil, want its error for the SDK to handle")
 	}
-	tel := &Telemetry{exporter: exp, propagator: propagation.TraceContext{}}
+	tel := newTelemetry(propagation.TraceContext{})
+	tel.exporter = exp
 	tel.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
 	tel.tracer = tel.provider.Tracer("test")
 	_, end := tel.StartServerSpan(httptest.NewRequest("GET", "/", nil), "/", "GET /")
@@ -270,5 +272,47 @@ func TestShutdownReportsFailedFlush(t *testing.T) {
 	err := tel.Shutdown(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "export the last spans: collector unreachable") {
 		t.Errorf("Shutdown = %v, want the failed export of the last spans", err)
+	}
+}
+
+// TestSpanAttributes: the exported server spans carry exactly the attributes
+// the semantic conventions require, whatever the order they were set in.
+func TestSpanAttributes(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tel := newTelemetry(propagation.TraceContext{})
+	tel.provider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tel.tracer = tel.provider.Tracer("test")
+
+	_, end := tel.StartServerSpan(httptest.NewRequest("POST", "/items/7", nil), "/items/{id}", "POST /items/{id}")
+	end(503)
+	_, endRPC := tel.StartRPCSpan(context.Background(), "/kubeskel.echo.v1.Echo/Say", func(string) string { return "" })
+	endRPC(14, "unavailable")
+
+	tests := []struct {
+		name, kind, status string
+		attrs              map[string]string
+	}{
+		{"POST /items/{id}", "server", "Error", map[string]string{
+			"http.request.method": "POST", "http.route": "/items/{id}", "url.path": "/items/7",
+			"url.scheme": "http", "http.response.status_code": "503",
+		}},
+		{"kubeskel.echo.v1.Echo/Say", "server", "Error", map[string]string{
+			"rpc.system": "grpc", "rpc.service": "kubeskel.echo.v1.Echo", "rpc.method": "Say", "rpc.grpc.status_code": "14",
+		}},
+	}
+	spans := rec.Ended()
+	if len(spans) != len(tests) {
+		t.Fatalf("%d spans ended, want %d", len(spans), len(tests))
+	}
+	for i, tt := range tests {
+		s := spans[i]
+		got := map[string]string{}
+		for _, kv := range s.Attributes() {
+			got[string(kv.Key)] = kv.Value.Emit()
+		}
+		if s.Name() != tt.name || s.SpanKind().String() != tt.kind || s.Status().Code.String() != tt.status || !maps.Equal(got, tt.attrs) {
+			t.Errorf("span %d: %q kind %s status %s attributes %v; want %q kind %s status %s attributes %v",
+				i, s.Name(), s.SpanKind(), s.Status().Code, got, tt.name, tt.kind, tt.status, tt.attrs)
+		}
 	}
 }
