@@ -35,6 +35,8 @@ type pprofRun struct {
 	// (allocs profile after minus before).
 	allocObjects, allocBytes float64
 	allocTop                 []pprofLine // by bytes
+	inuse                    float64     // heap in use after the run, bytes (as of the last GC)
+	inuseTop                 []pprofLine
 	gcs                      int         // GC cycles during the run (gctrace)
 	liveMB, goalMB           float64     // medians over those cycles
 	runqueue                 []float64   // global run queue, once a second (schedtrace)
@@ -62,8 +64,8 @@ func (b *bench) pprof() error {
 		return v
 	}
 	// bare, kubeskel defaults, tracing without and with the request log,
-	// then the GOGC lever on tracing.
-	variants := []variant{tv[0], tv[2], tv[4], tv[5], gogc(tv[4], "200"), gogc(tv[4], "400")}
+	// then the GOGC lever on defaults and on tracing.
+	variants := []variant{tv[0], tv[2], tv[4], tv[5], gogc(tv[2], "200"), gogc(tv[4], "200"), gogc(tv[4], "400")}
 	runs := make([]pprofRun, len(variants))
 	for i, v := range variants {
 		r, err := b.pprofOnce(v, i)
@@ -142,7 +144,14 @@ func (b *bench) pprofOnce(v variant, i int) (pprofRun, error) {
 	if err := fetch(base+"allocs", after); err != nil {
 		return r, err
 	}
+	heap := filepath.Join(dir, "heap")
+	if err := fetch(base+"heap", heap); err != nil {
+		return r, err
+	}
 	r.requests, r.rps = w.requests, w.rps
+	if r.inuseTop, r.inuse, err = pprofTop(heap, "-sample_index=inuse_space", "-unit=B"); err != nil {
+		return r, err
+	}
 
 	lines, total, err := pprofTop(cpu, "-unit=ns")
 	if err != nil {
@@ -297,7 +306,7 @@ var cpuCategories = []struct {
 func (b *bench) printPprof(variants []variant, runs []pprofRun) {
 	fmt.Fprintf(b.out, "\n## Profiles under concurrency (wrk -t1 -c%d for %v after 1 s of warm-up, server pinned with GOMAXPROCS=1; pprof CPU profile of the run at 100 Hz, allocations made during it, GODEBUG=gctrace=1,schedtrace=1000)\n\n", pprofConns, *pprofDuration)
 	fmt.Fprintf(b.out, "Per request, so the profiler's own cost (the same for every variant) does not hide the differences; req/s under profiling is lower than in the throughput tables and is not a target figure.\n\n")
-	fmt.Fprintf(b.out, "| variant | req/s (profiled) | CPU µs/request (profile) | allocations/request | bytes/request | GC cycles per 10k requests | live heap after GC MB (median) | heap goal MB | global run queue (median, max) | OS threads |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(b.out, "| variant | req/s (profiled) | CPU µs/request (profile) | allocations/request | bytes/request | GC cycles per 10k requests | live heap after GC MB (median) | heap goal MB | global run queue (median, max) | OS threads | heap in use after the run (heap profile) KB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i, v := range variants {
 		r := runs[i]
 		q := r.runqueue
@@ -305,9 +314,9 @@ func (b *bench) printPprof(variants []variant, runs []pprofRun) {
 		if len(q) > 0 {
 			qmax = slices.Max(q)
 		}
-		fmt.Fprintf(b.out, "| %s | %.0f | %.2f | %.1f | %.0f | %.2f | %.0f | %.0f | %.0f, %.0f | %d |\n", v.name, r.rps,
+		fmt.Fprintf(b.out, "| %s | %.0f | %.2f | %.1f | %.0f | %.2f | %.0f | %.0f | %.0f, %.0f | %d | %.0f |\n", v.name, r.rps,
 			perReqUS(r.cpuTotal, r.requests), r.allocObjects/r.requests, r.allocBytes/r.requests,
-			float64(r.gcs)*1e4/r.requests, r.liveMB, r.goalMB, median(q), qmax, r.threads)
+			float64(r.gcs)*1e4/r.requests, r.liveMB, r.goalMB, median(q), qmax, r.threads, r.inuse/1024)
 	}
 
 	// CPU ns/request by category, one column per variant.
@@ -351,6 +360,12 @@ func (b *bench) printPprof(variants []variant, runs []pprofRun) {
 	b.printTopDiff(runs[1], runs[0], 15)
 	fmt.Fprintf(b.out, "\nFunctions with the most flat CPU more than kubeskel defaults, %s (ns/request):\n\n", variants[2].name)
 	b.printTopDiff(runs[2], runs[1], 15)
+	for _, i := range []int{0, 1} {
+		fmt.Fprintf(b.out, "\nHeap in use after the run, %s (KB, flat, as of the last GC):\n\n", variants[i].name)
+		for _, l := range runs[i].inuseTop[:min(8, len(runs[i].inuseTop))] {
+			fmt.Fprintf(b.out, "- %.0f `%s`\n", l.flat/1024, l.name)
+		}
+	}
 	fmt.Fprintf(b.out, "\nWhere the bytes are allocated, %s (bytes/request, flat):\n\n", variants[2].name)
 	for _, l := range runs[2].allocTop[:min(10, len(runs[2].allocTop))] {
 		fmt.Fprintf(b.out, "- %.0f `%s`\n", l.flat/runs[2].requests, l.name)

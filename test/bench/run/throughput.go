@@ -49,6 +49,9 @@ func (b *bench) throughputVariants() []variant {
 		with(defaults, "kubeskel, tracing off, APP_HTTP2=off", "APP_HTTP2=off"),
 		without(all, "kubeskel, tracing 100% over OTLP/HTTP, no request log", "APP_REQUEST_LOG="),
 		all,
+		// GOGC guidance, not a target variant: the collector's cost over
+		// kubeskel's larger live heap, halved (see the pprof section).
+		with(defaults, "kubeskel, tracing off, GOGC=200", "GOGC=200"),
 	}
 }
 
