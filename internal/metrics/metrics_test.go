@@ -203,11 +203,14 @@ func TestRPC(t *testing.T) {
 	r.RPC("/kubeskel.echo.v1.Echo/Say", "OK", time.Millisecond)
 	r.RPC("/kubeskel.echo.v1.Echo/Say", "OK", time.Millisecond)
 	r.RPC("/kubeskel.echo.v1.Echo/Count", "Internal", time.Millisecond)
+	r.RPC("/kubeskel.echo.v1.Echo/Say", "Unavailable", time.Millisecond)
 	r.RPCPanic()
 	wantLines(t, scrape(t, r),
 		`grpc_server_handled_total{grpc_code="OK",grpc_method="Say",grpc_service="kubeskel.echo.v1.Echo"} 2`,
+		`grpc_server_handled_total{grpc_code="Unavailable",grpc_method="Say",grpc_service="kubeskel.echo.v1.Echo"} 1`,
+		`grpc_server_handling_seconds_count{grpc_method="Count",grpc_service="kubeskel.echo.v1.Echo"} 1`,
 		`grpc_server_handled_total{grpc_code="Internal",grpc_method="Count",grpc_service="kubeskel.echo.v1.Echo"} 1`,
-		`grpc_server_handling_seconds_count{grpc_method="Say",grpc_service="kubeskel.echo.v1.Echo"} 2`,
+		`grpc_server_handling_seconds_count{grpc_method="Say",grpc_service="kubeskel.echo.v1.Echo"} 3`,
 		`grpc_server_panics_total 1`,
 	)
 }

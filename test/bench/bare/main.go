@@ -14,7 +14,9 @@
 // comparison. BARE_GRPC_ADDR also serves the example gRPC service
 // (internal/grpcapp) on a plain grpc.Server, bound before the HTTP port, for
 // the grpc comparison. BARE_PPROF_ADDR serves net/http/pprof there, as
-// kubeskel's admin port does with APP_PPROF=true, for the pprof section.
+// kubeskel's admin port does with APP_PPROF=true, for the pprof section; only
+// in a build with -tags benchpprof, so that the baseline's binary, start-up
+// and memory do not include net/http/pprof.
 //
 //	BARE_ADDR=127.0.0.1:8080 [BARE_SETTINGS=1] [BARE_H2C=1] [BARE_GRPC_ADDR=127.0.0.1:9090] [BARE_PPROF_ADDR=127.0.0.1:6060] bare
 package main
@@ -32,7 +34,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/kubeskel/kubeskel/internal/admin"
 	"github.com/kubeskel/kubeskel/internal/app"
 	"github.com/kubeskel/kubeskel/internal/config"
 	"github.com/kubeskel/kubeskel/internal/grpcapp"
@@ -68,13 +69,11 @@ func run() error {
 		defer gs.Stop()
 	}
 	if paddr := os.Getenv("BARE_PPROF_ADDR"); paddr != "" {
-		pln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", paddr)
+		stop, err := servePprof(paddr)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", paddr, err)
+			return err
 		}
-		ps := &http.Server{Handler: admin.Routes(http.NotFoundHandler(), http.NotFoundHandler(), true), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = ps.Serve(pln) }() // returns at Close
-		defer ps.Close()
+		defer stop()
 	}
 	ln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", addr)
 	if err != nil {

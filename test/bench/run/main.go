@@ -46,7 +46,7 @@ var (
 	starts        = flag.Int("starts", 20, "process starts for the start-up time")
 	h2Conns       = flag.Int("h2-conns", 8, "h2load connections (-c) in the h2 section")
 	h2Streams     = flag.Int("h2-streams", 16, "h2load concurrent streams per connection (-m) in the h2 section")
-	only          = flag.String("only", "", "comma list of sections to run (size,throughput,pprof,h2,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
+	only          = flag.String("only", "", "comma list of sections to run (size,throughput,pprof,perf,h2,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
 )
 
 func main() {
@@ -72,6 +72,7 @@ type bench struct {
 	bare, ks  string
 	bareSyms  string // unstripped, for profiles
 	ksSyms    string
+	barePprof string // bare with net/http/pprof (-tags benchpprof)
 	sink      *otlpSink
 	variants  []variant
 	serverCPU string // taskset CPU list for servers; "" when not pinned
@@ -128,10 +129,10 @@ func run() error {
 
 	b.machine()
 	sections := map[string]func() error{
-		"size": b.sizes, "throughput": b.throughputMatrix, "pprof": b.pprof, "h2": b.h2, "grpc": b.grpc, "callgrind": b.callgrind,
+		"size": b.sizes, "throughput": b.throughputMatrix, "pprof": b.pprof, "perf": b.perf, "h2": b.h2, "grpc": b.grpc, "callgrind": b.callgrind,
 		"startup": b.startup, "shutdown": b.shutdown, "probe": b.probe, "profile": b.profile,
 	}
-	for _, name := range []string{"size", "throughput", "pprof", "h2", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
+	for _, name := range []string{"size", "throughput", "pprof", "perf", "h2", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
 		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) {
 			continue
 		}
@@ -161,12 +162,15 @@ func (b *bench) build() error {
 	}
 	b.bare, b.ks = filepath.Join(b.dir, "bare"), filepath.Join(b.dir, "kubeskel")
 	b.bareSyms, b.ksSyms = filepath.Join(b.dir, "bare-syms"), filepath.Join(b.dir, "kubeskel-syms")
-	for _, t := range [][3]string{
-		{b.bare, "./test/bench/bare", "-s -w"}, {b.ks, "./cmd/kubeskel", "-s -w"},
-		{b.bareSyms, "./test/bench/bare", ""}, {b.ksSyms, "./cmd/kubeskel", ""},
+	b.barePprof = filepath.Join(b.dir, "bare-pprof")
+	for _, t := range [][4]string{
+		{b.bare, "./test/bench/bare", "-s -w", ""}, {b.ks, "./cmd/kubeskel", "-s -w", ""},
+		{b.bareSyms, "./test/bench/bare", "", ""}, {b.ksSyms, "./cmd/kubeskel", "", ""},
+		{b.barePprof, "./test/bench/bare", "-s -w", "benchpprof"},
 	} {
-		// The unstripped build is for symbol sizes and callgrind profiles.
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", t[2], "-o", t[0], t[1])
+		// The unstripped build is for symbol sizes and callgrind profiles;
+		// the benchpprof one serves BARE_PPROF_ADDR for the pprof section.
+		cmd := exec.Command("go", "build", "-trimpath", "-tags", t[3], "-ldflags", t[2], "-o", t[0], t[1])
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -37,10 +37,10 @@ type pprofRun struct {
 	allocTop                 []pprofLine // by bytes
 	inuse                    float64     // heap in use after the run, bytes (as of the last GC)
 	inuseTop                 []pprofLine
-	gcs                      int         // GC cycles during the run (gctrace)
-	liveMB, goalMB           float64     // medians over those cycles
-	runqueue                 []float64   // global run queue, once a second (schedtrace)
-	threads                  int         // most OS threads seen (schedtrace)
+	gcs                      int       // GC cycles during the run (gctrace)
+	liveMB, goalMB           float64   // medians over those cycles
+	runqueue                 []float64 // global run queue, once a second (schedtrace)
+	threads                  int       // most OS threads seen (schedtrace)
 }
 
 // pprofLine is one row of `go tool pprof -top`.
@@ -289,8 +289,8 @@ var cpuCategories = []struct {
 	re   *regexp.Regexp
 }{
 	{"syscalls (read, write, epoll, futex)", regexp.MustCompile(`^(internal/runtime/syscall|syscall\.|runtime\.(futex|epollwait|usleep|osyield|madvise|mmap|sysMmap|write1|read|vgetrandom|nanotime1|walltime)\b)`)},
-	{"GC (mark, sweep, write barriers, assists)", regexp.MustCompile(`^runtime\.(gc|scan|grey|markroot|mark|sweep|bgsweep|bgscavenge|scavenge|findObject|spanOf|wbBuf|bulkBarrier|typePointers|heapBits|\(\*gc|\(\*mspan\)\.(sweep|typePointers|markBits|heapBits|mark)|\(\*sweep|\(\*mark|\(\*mheap\)\.(nextSpanForSweep|reclaim)|\(\*pageAlloc\)\.scavenge|\(\*scavenger|\(\*typePointers|\(\*gcBits)`)},
-	{"allocation (mallocgc, slices, maps)", regexp.MustCompile(`^runtime\.(mallocgc|malloc|nextFreeFast|newobject|makeslice|growslice|makemap|newarray|memclrNoHeapPointers|heapSetType|deductAssistCredit|profilealloc|mProf|\(\*mcache\)|\(\*mcentral\)|\(\*mheap\)|\(\*mspan\)\.(nextFreeIndex|init|refillAllocCache)|\(\*fixalloc\)|\(\*pageAlloc\)|\(\*pageCache\)|\(\*spanSet\))`)},
+	{"GC (mark, sweep, write barriers, assists)", regexp.MustCompile(`^(internal/runtime/gc|runtime\.(gc|scan|grey|markroot|mark|sweep|bgsweep|bgscavenge|scavenge|findObject|spanOf|wbBuf|bulkBarrier|typePointers|heapBits|tryDefer|\(\*unwinder|getStackMap|\(\*stkframe|pcvalue|findfunc|funcInfo|funcdata|pcdatavalue|step$|readvarint|\(\*gc|\(\*mspan\)\.(sweep|typePointers|markBits|heapBits|mark|moveInline)|\(\*sweep|\(\*mark|\(\*mheap\)\.(nextSpanForSweep|reclaim)|\(\*pageAlloc\)\.scavenge|\(\*scavenger|\(\*typePointers|\(\*gcBits))`)},
+	{"allocation (mallocgc, slices, maps)", regexp.MustCompile(`^runtime\.(mallocgc|malloc|nextFreeFast|newobject|makeslice|growslice|makemap|newarray|memclrNoHeapPointers|heapSetType|deductAssistCredit|profilealloc|mProf|\(\*mcache\)|\(\*mcentral\)|\(\*mheap\)|\(\*mspan\)\.(nextFreeIndex|init|refillAllocCache|writeHeapBits)|writeHeapBits|\(\*fixalloc\)|\(\*pageAlloc\)|\(\*pageCache\)|\(\*spanSet\))`)},
 	{"scheduler and netpoll", regexp.MustCompile(`^runtime\.(schedule|findRunnable|runq|globrunq|steal|park_m|gopark|goready|ready|execute|casgstatus|casGToWaiting|mcall|gogo|goexit|gosched|netpoll|checkTimers|wakep|startm|stopm|notesleep|notewakeup|resetspinning|handoffp|acquirep|releasep|newproc|gfget|gfput|injectglist|pidle|entersyscall|exitsyscall|reentersyscall|save|morestack|newstack|copystack|systemstack|mPark|goschedguarded|forEachP|retake|sysmon|\(\*randomEnum|\(\*guintptr|\(\*puintptr|\(\*pollDesc|\(\*pollCache)`)},
 	{"timers and time", regexp.MustCompile(`^(time\.|internal/runtime/timer|runtime\.(\(\*timer|\(\*timers|\(\*timeTimer|nanotime|resettimer|addtimer|deltimer|modtimer|timeSleep|startTimer|stopTimer|resetTimer|badTimer|time_now|when)\b)`)},
 	{"locks, channels, sync", regexp.MustCompile(`^(sync\.|sync/atomic|internal/sync\.|runtime\.(chan|select|sel|send|recv|sema|lock|unlock|\(\*waitq|\(\*mutex|\(\*semaRoot|procyield|cansemacquire|readyWithTime|releaseSudog|acquireSudog))`)},
