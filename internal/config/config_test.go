@@ -441,7 +441,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 40; got != want {
+	if got, want := len(want), 41; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }

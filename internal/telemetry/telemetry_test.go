@@ -308,7 +308,7 @@ func TestSpanAttributes(t *testing.T) {
 		s := spans[i]
 		got := map[string]string{}
 		for _, kv := range s.Attributes() {
-			got[string(kv.Key)] = kv.Value.Emit()
+			got[string(kv.Key)] = kv.Value.String()
 		}
 		if s.Name() != tt.name || s.SpanKind().String() != tt.kind || s.Status().Code.String() != tt.status || !maps.Equal(got, tt.attrs) {
 			t.Errorf("span %d: %q kind %s status %s attributes %v; want %q kind %s status %s attributes %v",
