@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench.sh measures what the kubeskel skeleton costs next to a bare net/http
 # server serving the same handlers (test/bench/bare), all in one run, and
-# prints Markdown for BENCHMARKS.md. Takes about 12 minutes on 2 cores.
+# prints Markdown for BENCHMARKS.md. The whole run is long (every section, 5
+# repetitions); -only and -reps make it shorter.
 #
-#   apt-get install wrk valgrind nghttp2-client   # taskset comes with util-linux; h2load is in nghttp2-client
+#   apt-get install wrk valgrind nghttp2-client linux-perf   # taskset comes with util-linux; h2load is in nghttp2-client; perf is optional
 #   hack/bench.sh [-reps 5] [-duration 5s] [-only throughput,callgrind,...]
 #
 # Flags go to test/bench/run (go run -tags bench ./test/bench/run -h).

@@ -35,12 +35,10 @@ type pprofRun struct {
 	// (allocs profile after minus before).
 	allocObjects, allocBytes float64
 	allocTop                 []pprofLine // by bytes
-	inuse                    float64     // heap in use after the run, bytes (as of the last GC)
-	inuseTop                 []pprofLine
-	gcs                      int       // GC cycles during the run (gctrace)
-	liveMB, goalMB           float64   // medians over those cycles
-	runqueue                 []float64 // global run queue, once a second (schedtrace)
-	threads                  int       // most OS threads seen (schedtrace)
+	gcs                      int         // GC cycles during the run (gctrace)
+	liveMB, goalMB           float64     // medians over those cycles
+	runqueue                 []float64   // global run queue, once a second (schedtrace)
+	threads                  int         // most OS threads seen (schedtrace)
 }
 
 // pprofLine is one row of `go tool pprof -top`.
@@ -76,6 +74,41 @@ func (b *bench) pprof() error {
 		fmt.Fprintf(os.Stderr, "  pprof %s: %.0f req/s, %.1f µs CPU/request, %.1f allocs/request\n", v.name, r.rps, perReqUS(r.cpuTotal, r.requests), r.allocObjects/r.requests)
 	}
 	b.printPprof(variants, runs)
+	return b.liveHeap(variants[:2])
+}
+
+// liveHeap measures what is live under load, for bare and kubeskel
+// defaults: a separate short run with every allocation sampled
+// (GODEBUG=memprofilerate=1, too slow for the CPU profile), then the heap
+// profile after a forced GC (?gc=1), while wrk still runs.
+func (b *bench) liveHeap(variants []variant) error {
+	fmt.Fprintf(b.out, "\nLive heap under load (GODEBUG=memprofilerate=1, heap profile after a forced GC 2 s into a 4 s wrk -c%d run, in-use KB by allocation site, flat):\n", pprofConns)
+	for i, v := range variants {
+		p, base, err := b.startProfiled(v, "GODEBUG=memprofilerate=1", nil)
+		if err != nil {
+			return err
+		}
+		heap := filepath.Join(b.dir, fmt.Sprintf("live-heap-%d", i))
+		wrkErr := make(chan error, 1)
+		go func() { _, err := b.wrk(p.url(), 4*time.Second, pprofConns); wrkErr <- err }()
+		time.Sleep(2 * time.Second)
+		err = fetch(base+"heap?gc=1", heap)
+		if werr := <-wrkErr; err == nil {
+			err = werr
+		}
+		p.stop(30 * time.Second)
+		if err != nil {
+			return err
+		}
+		top, total, err := pprofTop(heap, "-sample_index=inuse_space", "-unit=B")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(b.out, "\n%s: %.0f KB in use\n\n", v.name, total/1024)
+		for _, l := range top[:min(8, len(top))] {
+			fmt.Fprintf(b.out, "- %.0f `%s`\n", l.flat/1024, l.name)
+		}
+	}
 	return nil
 }
 
@@ -84,6 +117,36 @@ func perReqUS(d time.Duration, requests float64) float64 {
 		return 0
 	}
 	return float64(d) / 1e3 / requests
+}
+
+// startProfiled starts v with net/http/pprof served (kubeskel's admin port
+// with APP_PPROF=true, bare's benchpprof build on BARE_PPROF_ADDR) and godebug
+// set, waits until it is ready and its pprof index answers, and returns the
+// process and the index URL. On error the process is gone.
+func (b *bench) startProfiled(v variant, godebug string, stderr io.Writer) (*proc, string, error) {
+	pprofPort := freePort()
+	extra := []string{godebug}
+	if v.kubeskel {
+		extra = append(extra, "APP_PPROF=true")
+	} else {
+		extra = append(extra, fmt.Sprintf("BARE_PPROF_ADDR=127.0.0.1:%d", pprofPort))
+		v.bin = b.barePprof
+	}
+	p, err := b.startLogging(v, extra, stderr)
+	if err != nil {
+		return nil, "", err
+	}
+	if v.kubeskel {
+		pprofPort = p.adminPort
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", pprofPort)
+	for _, url := range []string{p.readyURL(v), base} {
+		if _, err := p.waitOK(url, 10*time.Second); err != nil {
+			p.kill()
+			return nil, "", err
+		}
+	}
+	return p, base, nil
 }
 
 func (b *bench) pprofOnce(v variant, i int) (pprofRun, error) {
@@ -97,28 +160,11 @@ func (b *bench) pprofOnce(v variant, i int) (pprofRun, error) {
 		return r, err
 	}
 	defer stderr.Close()
-	pprofPort := freePort()
-	extra := []string{"GODEBUG=gctrace=1,schedtrace=1000"}
-	if v.kubeskel {
-		extra = append(extra, "APP_PPROF=true")
-	} else {
-		extra = append(extra, fmt.Sprintf("BARE_PPROF_ADDR=127.0.0.1:%d", pprofPort))
-	}
-	p, err := b.startLogging(v, extra, stderr)
+	p, base, err := b.startProfiled(v, "GODEBUG=gctrace=1,schedtrace=1000", stderr)
 	if err != nil {
 		return r, err
 	}
 	defer p.stop(30 * time.Second)
-	if v.kubeskel {
-		pprofPort = p.adminPort
-	}
-	base := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", pprofPort)
-	if _, err := p.waitOK(p.readyURL(v), 10*time.Second); err != nil {
-		return r, err
-	}
-	if _, err := p.waitOK(base, 10*time.Second); err != nil {
-		return r, err
-	}
 	if _, err := b.wrk(p.url(), time.Second, pprofConns); err != nil { // warm-up
 		return r, err
 	}
@@ -144,14 +190,7 @@ func (b *bench) pprofOnce(v variant, i int) (pprofRun, error) {
 	if err := fetch(base+"allocs", after); err != nil {
 		return r, err
 	}
-	heap := filepath.Join(dir, "heap")
-	if err := fetch(base+"heap", heap); err != nil {
-		return r, err
-	}
 	r.requests, r.rps = w.requests, w.rps
-	if r.inuseTop, r.inuse, err = pprofTop(heap, "-sample_index=inuse_space", "-unit=B"); err != nil {
-		return r, err
-	}
 
 	lines, total, err := pprofTop(cpu, "-unit=ns")
 	if err != nil {
@@ -306,7 +345,7 @@ var cpuCategories = []struct {
 func (b *bench) printPprof(variants []variant, runs []pprofRun) {
 	fmt.Fprintf(b.out, "\n## Profiles under concurrency (wrk -t1 -c%d for %v after 1 s of warm-up, server pinned with GOMAXPROCS=1; pprof CPU profile of the run at 100 Hz, allocations made during it, GODEBUG=gctrace=1,schedtrace=1000)\n\n", pprofConns, *pprofDuration)
 	fmt.Fprintf(b.out, "Per request, so the profiler's own cost (the same for every variant) does not hide the differences; req/s under profiling is lower than in the throughput tables and is not a target figure.\n\n")
-	fmt.Fprintf(b.out, "| variant | req/s (profiled) | CPU µs/request (profile) | allocations/request | bytes/request | GC cycles per 10k requests | live heap after GC MB (median) | heap goal MB | global run queue (median, max) | OS threads | heap in use after the run (heap profile) KB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(b.out, "| variant | req/s (profiled) | CPU µs/request (profile) | allocations/request | bytes/request | GC cycles per 10k requests | live heap after GC MB (median) | heap goal MB | global run queue (median, max) | OS threads |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i, v := range variants {
 		r := runs[i]
 		q := r.runqueue
@@ -314,9 +353,9 @@ func (b *bench) printPprof(variants []variant, runs []pprofRun) {
 		if len(q) > 0 {
 			qmax = slices.Max(q)
 		}
-		fmt.Fprintf(b.out, "| %s | %.0f | %.2f | %.1f | %.0f | %.2f | %.0f | %.0f | %.0f, %.0f | %d | %.0f |\n", v.name, r.rps,
+		fmt.Fprintf(b.out, "| %s | %.0f | %.2f | %.1f | %.0f | %.2f | %.0f | %.0f | %.0f, %.0f | %d |\n", v.name, r.rps,
 			perReqUS(r.cpuTotal, r.requests), r.allocObjects/r.requests, r.allocBytes/r.requests,
-			float64(r.gcs)*1e4/r.requests, r.liveMB, r.goalMB, median(q), qmax, r.threads, r.inuse/1024)
+			float64(r.gcs)*1e4/r.requests, r.liveMB, r.goalMB, median(q), qmax, r.threads)
 	}
 
 	// CPU ns/request by category, one column per variant.
@@ -360,12 +399,6 @@ func (b *bench) printPprof(variants []variant, runs []pprofRun) {
 	b.printTopDiff(runs[1], runs[0], 15)
 	fmt.Fprintf(b.out, "\nFunctions with the most flat CPU more than kubeskel defaults, %s (ns/request):\n\n", variants[2].name)
 	b.printTopDiff(runs[2], runs[1], 15)
-	for _, i := range []int{0, 1} {
-		fmt.Fprintf(b.out, "\nHeap in use after the run, %s (KB, flat, as of the last GC):\n\n", variants[i].name)
-		for _, l := range runs[i].inuseTop[:min(8, len(runs[i].inuseTop))] {
-			fmt.Fprintf(b.out, "- %.0f `%s`\n", l.flat/1024, l.name)
-		}
-	}
 	fmt.Fprintf(b.out, "\nWhere the bytes are allocated, %s (bytes/request, flat):\n\n", variants[2].name)
 	for _, l := range runs[2].allocTop[:min(10, len(runs[2].allocTop))] {
 		fmt.Fprintf(b.out, "- %.0f `%s`\n", l.flat/runs[2].requests, l.name)
