@@ -257,8 +257,10 @@ func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (co
 	// attribute costs allocations on every span, all set in one call when
 	// the request ends: the SDK then allocates the span's attribute slice
 	// once, at its final size. Passed to Start instead (and the status
-	// appended at the end), they cost four more allocations and a copy of
-	// the slice per span (BENCHMARKS.md, "Profiles under concurrency").
+	// appended at the end), they cost the option's and the config's copies
+	// of the slice and its regrowth for the status: with the span-kind
+	// option made once, 21–23 → 13–16 allocations per span, export included
+	// (BENCHMARKS.md, "Go benchmarks").
 	// The price: a sampler cannot read them. None of the samplers
 	// OTEL_TRACES_SAMPLER names does; a service that adds an
 	// attribute-based sampler passes them to Start with
