@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubeskel/kubeskel/test/loadgen"
 )
 
 // model is one way a load balancer learns that an instance is going away.
@@ -88,9 +90,9 @@ type restart struct {
 // outcome is what a scenario run measured.
 type outcome struct {
 	sc       scenario
-	sum      summary
+	sum      loadgen.Summary
 	streams  streamSummary
-	frames   *h2Frames
+	frames   *loadgen.H2Frames
 	restarts []restart
 	wall     time.Duration
 }
@@ -145,11 +147,11 @@ func TestRollingRestart(t *testing.T) {
 			sc := scenario{model: m, prestop: prestopFor(m), total: total, rate: envInt("E2E_RATE", 1000), minRounds: minRounds}
 			out := runScenario(t, sc)
 			report(t, out)
-			if n := out.sum.failed(); n != 0 {
-				t.Errorf("%d of %d requests failed: %s", n, out.sum.requests, out.sum.failureLine())
+			if n := out.sum.Failed(); n != 0 {
+				t.Errorf("%d of %d requests failed: %s", n, out.sum.Requests, out.sum.FailureLine())
 			}
-			if out.frames != nil && out.frames.rstOther.Load() != 0 {
-				t.Errorf("HAProxy reset %d streams with a code other than REFUSED_STREAM: a retry after it may not be safe", out.frames.rstOther.Load())
+			if out.frames != nil && out.frames.RSTOther.Load() != 0 {
+				t.Errorf("HAProxy reset %d streams with a code other than REFUSED_STREAM: a retry after it may not be safe", out.frames.RSTOther.Load())
 			}
 			for _, f := range out.streams.failures {
 				t.Errorf("SSE %s", f)
@@ -185,7 +187,7 @@ func TestNaiveControl(t *testing.T) {
 			sc := scenario{model: m, prestop: 0, total: total, rate: envInt("E2E_RATE", 1000), minRounds: 1, maxRounds: 1}
 			out := runScenario(t, sc)
 			report(t, out)
-			failed[m.h2] += out.sum.failed()
+			failed[m.h2] += out.sum.Failed()
 		})
 	}
 	// The HTTP/2 models have their own control: their load generator and
@@ -219,27 +221,28 @@ func runScenario(t *testing.T, sc scenario) outcome {
 	if sc.h2 {
 		conns = 8 // multiplexed: 8 connections carry the same load
 	}
-	ld := newLoad(loadConfig{
-		URL:      "http://" + lb.addr,
-		Rate:     sc.rate,
-		Total:    sc.total,
-		Conns:    conns,
-		H2:       sc.h2,
-		Timeout:  10 * time.Second,
-		SlowMax:  slowMax,
-		SlowEvry: 20,
-		EchoEvry: 4,
+	ld := loadgen.New(loadgen.Config{
+		URL:       "http://" + lb.addr,
+		Rate:      sc.rate,
+		Total:     sc.total,
+		Conns:     conns,
+		H2:        sc.h2,
+		Timeout:   10 * time.Second,
+		SlowMax:   slowMax,
+		SlowEvery: 20,
+		EchoEvery: 4,
+		Debug:     os.Getenv("E2E_DEBUG") != "",
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(sc.total/sc.rate)*time.Second+time.Minute)
 	defer cancel()
-	go ld.run(ctx)
-	t.Cleanup(func() { cancel(); <-ld.finished })
+	go ld.Run(ctx)
+	t.Cleanup(func() { cancel(); <-ld.Finished() })
 
 	// Warm up: one second of traffic through every connection before the
 	// first SIGTERM.
-	for ld.done.Load() < int64(sc.rate) {
+	for ld.Done() < int64(sc.rate) {
 		select {
-		case <-ld.finished:
+		case <-ld.Finished():
 			t.Fatal("load finished during warm-up")
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -258,7 +261,7 @@ func runScenario(t *testing.T, sc scenario) outcome {
 		if sc.maxRounds > 0 && round >= sc.maxRounds {
 			break
 		}
-		if round >= sc.minRounds && ld.remaining() < instances*perRestart+perRestart {
+		if round >= sc.minRounds && ld.Remaining() < instances*perRestart+perRestart {
 			break
 		}
 		for i := range live {
@@ -268,23 +271,23 @@ func runScenario(t *testing.T, sc scenario) outcome {
 			live[i] = repl
 		}
 	}
-	if ld.remaining() <= 0 {
+	if ld.Remaining() <= 0 {
 		t.Errorf("the load ended before the last restart finished; raise E2E_REQUESTS")
 	}
 
 	select {
-	case <-ld.finished:
+	case <-ld.Finished():
 	case <-ctx.Done():
 		t.Fatal("load did not finish in time")
 	}
 	stopStreams()
 	sw.wait()
-	return outcome{sc: sc, sum: ld.summarize(), streams: sw.summarize(), frames: ld.frames, restarts: restarts, wall: time.Since(began)}
+	return outcome{sc: sc, sum: ld.Summarize(), streams: sw.summarize(), frames: ld.Frames(), restarts: restarts, wall: time.Since(began)}
 }
 
 // replace performs one surge step: start a replacement, wait until HAProxy
 // has it UP, then SIGTERM the old instance and wait for its exit.
-func replace(t *testing.T, lb *loadBalancer, old *instance, env map[string]string, sc scenario, ld *load, sw *streamWatch) (restart, *instance) {
+func replace(t *testing.T, lb *loadBalancer, old *instance, env map[string]string, sc scenario, ld *loadgen.Load, sw *streamWatch) (restart, *instance) {
 	t.Helper()
 	started := time.Now()
 	repl := startInstance(t, env)
@@ -293,7 +296,7 @@ func replace(t *testing.T, lb *loadBalancer, old *instance, env map[string]strin
 	lb.waitUp(t, repl, 10*time.Second)
 	r := restart{oldSlot: old.slot, newSlot: repl.slot, startToUp: time.Since(started)}
 
-	r.inflightAtTerm = ld.inflight.Load()
+	r.inflightAtTerm = ld.InFlight()
 	r.sessionsAtTerm = lb.sessions(old)
 	streams := sw.openOn(old.name)
 	r.streamsAtTerm = len(streams)
@@ -329,23 +332,23 @@ func report(t *testing.T, o outcome) {
 		mode += "; HTTP/2 (h2c) client→HAProxy→instances"
 	}
 	fmt.Fprintf(&b, "\n== model %s (%s), APP_PRESTOP_DELAY=%v, %d req/s, wall %v\n", o.sc.name, mode, o.sc.prestop, o.sc.rate, o.wall.Round(time.Millisecond))
-	fmt.Fprintf(&b, "requests %d  failed %d  restarts %d\n", s.requests, s.failed(), len(o.restarts))
-	fmt.Fprintf(&b, "failures: %s\n", s.failureLine())
+	fmt.Fprintf(&b, "requests %d  failed %d  restarts %d\n", s.Requests, s.Failed(), len(o.restarts))
+	fmt.Fprintf(&b, "failures: %s\n", s.FailureLine())
 	if o.sc.h2 {
 		fmt.Fprintf(&b, "HTTP/2 requests retried by Go's client, then 200 (not failures): %d;  HAProxy sent the clients RST_STREAM REFUSED_STREAM %d, other RST_STREAM %d, GOAWAY %d\n",
-			s.h2Retry, o.frames.rstRefused.Load(), o.frames.rstOther.Load(), o.frames.goaway.Load())
+			s.H2Retry, o.frames.RSTRefused.Load(), o.frames.RSTOther.Load(), o.frames.GoAway.Load())
 	}
 	fmt.Fprintf(&b, "SSE streams (%d clients): opened %d  ended with the final event %d  failed %d  open at the end %d\n",
 		sseStreams, o.streams.opened, o.streams.final, len(o.streams.failures), o.streams.stopped)
 	fmt.Fprintf(&b, "latency (GET / and POST /echo, from scheduled send): p50 %v  p99 %v;  /slow p99 %v;  max %v\n",
-		s.p50.Round(time.Microsecond), s.p99.Round(time.Microsecond), s.slowP99.Round(time.Microsecond), s.max.Round(time.Microsecond))
+		s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.SlowP99.Round(time.Microsecond), s.Max.Round(time.Microsecond))
 	if len(o.restarts) > 0 {
 		var drains []time.Duration
 		for _, r := range o.restarts {
 			drains = append(drains, r.drain)
 		}
 		fmt.Fprintf(&b, "drain SIGTERM→exit over %d restarts: min %v  median %v  max %v  (budget %v)\n", len(drains),
-			slices.Min(drains).Round(time.Millisecond), percentile(drains, 50).Round(time.Millisecond),
+			slices.Min(drains).Round(time.Millisecond), loadgen.Percentile(drains, 50).Round(time.Millisecond),
 			slices.Max(drains).Round(time.Millisecond), o.sc.budget())
 	}
 	fmt.Fprintf(&b, "%-8s %-9s %-10s %-13s %-13s %-11s %-9s %-5s %s\n", "restart", "slot", "start→UP", "old sessions", "client in-fl", "SSE final", "drain", "exit", "budget")

@@ -416,8 +416,8 @@ func TestKube(t *testing.T) {
 			table := o.table("control: APP_PRESTOP_DELAY=0s")
 			t.Log("\n" + table)
 			s.saveArtifact(t, "control-no-prestop-delay.txt", table)
-			if o.sum.failed() == 0 {
-				t.Errorf("control: no failed request with APP_PRESTOP_DELAY=0s over %d requests; the harness cannot see the drop it guards against", o.sum.requests)
+			if o.sum.Failed() == 0 {
+				t.Errorf("control: no failed request with APP_PRESTOP_DELAY=0s over %d requests; the harness cannot see the drop it guards against", o.sum.Requests)
 			}
 			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
 			s.rollout(ctx, t)
@@ -443,7 +443,7 @@ func TestKube(t *testing.T) {
 			// Requests lost to the close race are a consequence, not certain
 			// in one run: reported, not asserted (failed in 2 of the first 3 runs).
 			t.Logf("control: %d failed requests (%s), %d idle keep-alive connections closed by Shutdown over %d terminations",
-				o.sum.failed(), o.sum.failureLine(), sum(o.lags.idleClosed), o.terminations)
+				o.sum.Failed(), o.sum.FailureLine(), sum(o.lags.idleClosed), o.terminations)
 			s.mustHelm(ctx, t, "upgrade", release, s.chart, "-n", s.ns, "-f", s.values)
 			s.rollout(ctx, t)
 		}, true},

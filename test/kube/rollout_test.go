@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kubeskel/kubeskel/test/loadgen"
 )
 
 // Rollout under load: the real chart with 3 replicas behind its ClusterIP,
@@ -93,7 +95,7 @@ func (s *suite) watchExits(ctx context.Context, t *testing.T, prop *propagation,
 
 // rolloutOutcome is what one run under load measured.
 type rolloutOutcome struct {
-	sum          summary
+	sum          loadgen.Summary
 	rate         float64
 	restarts     int
 	deletes      int
@@ -139,19 +141,19 @@ func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, de
 	stopAll := func() { stopWatch(); waitWatch(); waitSlices(); <-metricsDone; logs.wait() }
 	defer stopAll()
 
-	l := newLoad(loadConfig{
-		URL:      strings.TrimSuffix(url, "/"),
-		Rate:     loadRate,
-		Total:    loadRate * int(loadMaxTime/time.Second),
-		Conns:    loadConns,
-		Timeout:  10 * time.Second,
-		SlowMax:  2 * time.Second,
-		SlowEvry: 50,
-		EchoEvry: 4,
+	l := loadgen.New(loadgen.Config{
+		URL:       strings.TrimSuffix(url, "/"),
+		Rate:      loadRate,
+		Total:     loadRate * int(loadMaxTime/time.Second),
+		Conns:     loadConns,
+		Timeout:   10 * time.Second,
+		SlowMax:   2 * time.Second,
+		SlowEvery: 50,
+		EchoEvery: 4,
 	})
 	lctx, stopLoad := context.WithTimeout(ctx, loadMaxTime+30*time.Second)
 	defer stopLoad()
-	go l.run(lctx)
+	go l.Run(lctx)
 	time.Sleep(3 * time.Second)
 
 	var o rolloutOutcome
@@ -172,14 +174,14 @@ func (s *suite) rolloutUnderLoad(ctx context.Context, t *testing.T, restarts, de
 	// stops, so the load covers each drain to the end.
 	s.waitPodCount(ctx, t, loadReplicas)
 	time.Sleep(2 * time.Second)
-	l.stop()
-	<-l.finished
-	elapsed := time.Since(l.start)
-	o.sum = l.summarize()
-	o.rate = float64(o.sum.requests) / elapsed.Seconds()
+	l.Stop()
+	<-l.Finished()
+	elapsed := time.Since(l.Started())
+	o.sum = l.Summarize()
+	o.rate = float64(o.sum.Requests) / elapsed.Seconds()
 
 	stopAll()
-	o.propagation, o.lags = prop.timeline(logs, l.lastServed())
+	o.propagation, o.lags = prop.timeline(logs, l.LastServed())
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	o.terminations = len(w.terminating)
@@ -214,10 +216,10 @@ func (o rolloutOutcome) table(title string) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n", title)
-	fmt.Fprintf(&b, "  %-22s %d (%.0f/s over %d keep-alive connections, through the ClusterIP)\n", "requests", o.sum.requests, o.rate, loadConns)
-	fmt.Fprintf(&b, "  %-22s %d: %s\n", "failures", o.sum.failed(), o.sum.failureLine())
-	fmt.Fprintf(&b, "  %-22s p50 %s, p99 %s, /slow p99 %s, max %s\n", "latency", o.sum.p50.Round(time.Microsecond),
-		o.sum.p99.Round(time.Microsecond), o.sum.slowP99.Round(time.Millisecond), o.sum.max.Round(time.Millisecond))
+	fmt.Fprintf(&b, "  %-22s %d (%.0f/s over %d keep-alive connections, through the ClusterIP)\n", "requests", o.sum.Requests, o.rate, loadConns)
+	fmt.Fprintf(&b, "  %-22s %d: %s\n", "failures", o.sum.Failed(), o.sum.FailureLine())
+	fmt.Fprintf(&b, "  %-22s p50 %s, p99 %s, /slow p99 %s, max %s\n", "latency", o.sum.P50.Round(time.Microsecond),
+		o.sum.P99.Round(time.Microsecond), o.sum.SlowP99.Round(time.Millisecond), o.sum.Max.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  %-22s %d (%d rollout restarts x %d replicas, %d pod deletes)\n", "terminations", o.terminations, o.restarts, loadReplicas, o.deletes)
 	fmt.Fprintf(&b, "  %-22s %v (pod status; no exit seen: %v)\n", "exit codes", codes, o.missingExit)
 	b.WriteString(o.propagation)
@@ -247,8 +249,8 @@ func (o rolloutOutcome) stayedUntilShutdown() []string {
 // checkClean lists what makes a run under load fail the pass criteria.
 func (o rolloutOutcome) problems() []string {
 	var bad []string
-	if n := o.sum.failed(); n != 0 {
-		bad = append(bad, fmt.Sprintf("%d failed requests: %s", n, o.sum.failureLine()))
+	if n := o.sum.Failed(); n != 0 {
+		bad = append(bad, fmt.Sprintf("%d failed requests: %s", n, o.sum.FailureLine()))
 	}
 	if want := o.restarts*loadReplicas + o.deletes; o.terminations < want {
 		bad = append(bad, fmt.Sprintf("%d terminations seen, want at least %d", o.terminations, want))

@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package loadgen
 
 import (
 	"encoding/binary"
@@ -8,20 +6,20 @@ import (
 	"sync/atomic"
 )
 
-// h2Frames counts the HTTP/2 frames HAProxy sent the load generator that
+// H2Frames counts the HTTP/2 frames a proxy sent the load generator that
 // can make Go's Transport retry a request: RST_STREAM by error code and
 // GOAWAY. It reads the frame headers of the bytes the client receives (h2c
 // with prior knowledge: the server's side is frames from its first byte).
-type h2Frames struct {
-	rstRefused atomic.Int64 // RST_STREAM REFUSED_STREAM (0x7)
-	rstOther   atomic.Int64 // RST_STREAM with another code
-	goaway     atomic.Int64
+type H2Frames struct {
+	RSTRefused atomic.Int64 // RST_STREAM REFUSED_STREAM (0x7)
+	RSTOther   atomic.Int64 // RST_STREAM with another code
+	GoAway     atomic.Int64
 }
 
 // sniffConn counts the frames of everything read from its Conn.
 type sniffConn struct {
 	net.Conn
-	f *h2Frames
+	f *H2Frames
 	// Parser state: the current frame header as far as read, or how much
 	// of the current frame's payload is left, and its first 8 bytes.
 	hdr     [9]byte
@@ -70,12 +68,12 @@ func (c *sniffConn) endIfEmpty() {
 	switch c.typ {
 	case 0x3: // RST_STREAM: error code (4 bytes)
 		if c.npay >= 4 && binary.BigEndian.Uint32(c.payload[:4]) == 0x7 {
-			c.f.rstRefused.Add(1)
+			c.f.RSTRefused.Add(1)
 		} else {
-			c.f.rstOther.Add(1)
+			c.f.RSTOther.Add(1)
 		}
 	case 0x7: // GOAWAY: last stream id, error code, debug data
-		c.f.goaway.Add(1)
+		c.f.GoAway.Add(1)
 	}
 	c.nhdr = 0
 }
