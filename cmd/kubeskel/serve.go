@@ -234,6 +234,7 @@ func listenGRPC(cfg config.Config, tel *telemetry.Telemetry, reg *metrics.Regist
 		KeepalivePermitWithoutStream: cfg.GRPCKeepalivePermitWithoutStream,
 		MaxConnectionAge:             cfg.GRPCMaxConnectionAge,
 		MaxConnectionAgeGrace:        cfg.GRPCMaxConnectionAgeGrace,
+		StreamWorkers:                cfg.GRPCStreamWorkers,
 		Obs: grpcserver.Observability{
 			StartSpan: tel.StartRPCSpan, Observe: reg.RPC, Panic: reg.RPCPanic,
 			Logger: logger, RequestLog: cfg.RequestLog,

@@ -71,6 +71,7 @@ type Config struct {
 	GRPCKeepalivePermitWithoutStream bool          `split_words:"true" default:"true" desc:"accept client keepalive pings on gRPC connections with no RPC open"`
 	GRPCMaxConnectionAge             time.Duration `split_words:"true" default:"5m" desc:"send GOAWAY to a gRPC connection this long after it opened (±10%), so clients rebalance across pods; 0 disables"`
 	GRPCMaxConnectionAgeGrace        time.Duration `split_words:"true" default:"0s" desc:"after that GOAWAY, cut RPCs still open this long later; 0 waits for them without limit"`
+	GRPCStreamWorkers                int           `split_words:"true" default:"32" desc:"goroutines kept to run gRPC streams, so an RPC does not grow a fresh goroutine's stack; a stream arriving while all are busy gets its own goroutine; 0 starts one per stream (grpc-go's default); at most 4096"`
 
 	CheckTCP      []string      `split_words:"true" desc:"comma-separated host:port dependencies that must accept TCP connections for readiness"`
 	CheckHTTP     []string      `split_words:"true" secret:"true" desc:"comma-separated URLs that must answer 2xx for readiness"`
@@ -156,6 +157,10 @@ func secret(field string) bool {
 // MaxDuration caps every duration variable, so that the shutdown budget's
 // sum cannot overflow.
 const MaxDuration = 24 * time.Hour
+
+// MaxGRPCStreamWorkers caps APP_GRPC_STREAM_WORKERS: every worker is a
+// goroutine that keeps the stack its largest RPC grew.
+const MaxGRPCStreamWorkers = 4096
 
 // TLS reports whether the traffic port serves TLS.
 func (c Config) TLS() bool { return c.TLSCertFile != "" }
@@ -274,6 +279,9 @@ func (c Config) Validate() error {
 	}
 	if c.HandlerCancelMargin >= c.ShutdownTimeout && c.ShutdownTimeout > 0 {
 		bad("HandlerCancelMargin", "must be shorter than %s (%s >= %s)", Variable("ShutdownTimeout"), c.HandlerCancelMargin, c.ShutdownTimeout)
+	}
+	if c.GRPCStreamWorkers < 0 || c.GRPCStreamWorkers > MaxGRPCStreamWorkers {
+		bad("GRPCStreamWorkers", "must be in [0, %d] (got %d)", MaxGRPCStreamWorkers, c.GRPCStreamWorkers)
 	}
 	if c.MaxHeaderBytes < 4096 {
 		bad("MaxHeaderBytes", "must be at least 4096 (got %d)", c.MaxHeaderBytes)

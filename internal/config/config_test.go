@@ -79,6 +79,7 @@ func TestLoadDefaults(t *testing.T) {
 		GRPCKeepaliveMinTime:             10 * time.Second,
 		GRPCKeepalivePermitWithoutStream: true,
 		GRPCMaxConnectionAge:             5 * time.Minute,
+		GRPCStreamWorkers:                32,
 		CheckInterval:                    10 * time.Second,
 		CheckTimeout:                     2 * time.Second,
 		MemoryLimitRatio:                 0.9,
@@ -190,6 +191,9 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"grpc keepalive min time zero", map[string]string{"APP_GRPC_KEEPALIVE_MIN_TIME": "0s"}, "APP_GRPC_KEEPALIVE_MIN_TIME", []string{"positive"}},
 		{"grpc max connection age negative", map[string]string{"APP_GRPC_MAX_CONNECTION_AGE": "-1m"}, "APP_GRPC_MAX_CONNECTION_AGE", []string{"negative"}},
 		{"grpc max connection age grace negative", map[string]string{"APP_GRPC_MAX_CONNECTION_AGE_GRACE": "-1s"}, "APP_GRPC_MAX_CONNECTION_AGE_GRACE", []string{"negative"}},
+		{"grpc stream workers negative", map[string]string{"APP_GRPC_STREAM_WORKERS": "-1"}, "APP_GRPC_STREAM_WORKERS", []string{"[0, 4096]", "-1"}},
+		{"grpc stream workers too many", map[string]string{"APP_GRPC_STREAM_WORKERS": "100000"}, "APP_GRPC_STREAM_WORKERS", []string{"[0, 4096]", "100000"}},
+		{"grpc stream workers not a number", map[string]string{"APP_GRPC_STREAM_WORKERS": "many"}, "APP_GRPC_STREAM_WORKERS", []string{`"many"`, "whole number"}},
 		{"grpc reflection", map[string]string{"APP_GRPC_REFLECTION": "on"}, "APP_GRPC_REFLECTION", []string{`"on"`, "true or false"}},
 		{"http2 empty", map[string]string{"APP_HTTP2": ""}, "APP_HTTP2", []string{`""`, "h2c or off"}},
 		{"log level", map[string]string{"APP_LOG_LEVEL": "verbose"}, "APP_LOG_LEVEL", []string{`"verbose"`, "debug, info, warn or error"}},
@@ -441,7 +445,7 @@ func TestVariablesMatchContract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Variables() names =\n%q\ncontract lists\n%q", got, want)
 	}
-	if got, want := len(want), 41; got != want {
+	if got, want := len(want), 42; got != want {
 		t.Errorf("contract lists %d variables, want %d", got, want)
 	}
 }

@@ -47,6 +47,10 @@ type Options struct {
 	// it; 0 is unlimited.
 	MaxConnectionAge      time.Duration
 	MaxConnectionAgeGrace time.Duration
+	// StreamWorkers is the number of goroutines each generation keeps to
+	// run streams (grpc.NumStreamWorkers); 0 starts a goroutine per stream.
+	// See Listen.
+	StreamWorkers int
 
 	Obs Observability
 }
@@ -131,6 +135,18 @@ func Listen(name, addr string, o Options) (*Server, error) {
 		}),
 		grpc.ChainUnaryInterceptor(s.unary),
 		grpc.ChainStreamInterceptor(s.stream),
+	}
+	if o.StreamWorkers > 0 {
+		// A goroutine per stream starts with a small stack that every RPC
+		// grows again (runtime.newstack, copystack): 30% of the server's
+		// instructions per unary call under callgrind (BENCHMARKS.md).
+		// Workers keep their grown stacks; a stream arriving while all are
+		// busy gets its own goroutine, as without them, so the workers only
+		// change which goroutine runs a handler, never whether or when.
+		// Stop and GracefulStop end them after the connections (grpc-go
+		// v1.84 server.go). The option is marked experimental in grpc-go;
+		// a release that drops it fails the build here, not at run time.
+		s.srvOpt = append(s.srvOpt, grpc.NumStreamWorkers(uint32(o.StreamWorkers)))
 	}
 	s.current = s.newGeneration()
 	s.all = []*generation{s.current}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -656,6 +658,65 @@ func TestKeepaliveEnforcement(t *testing.T) {
 			}
 			if gotGoAway && (e.code != http2.ErrCodeEnhanceYourCalm || e.debug != "too_many_pings") {
 				t.Errorf("GOAWAY = %s %q, want ENHANCE_YOUR_CALM \"too_many_pings\"", e.code, e.debug)
+			}
+		})
+	}
+}
+
+// goroutineEcho records the goroutine each Say runs on.
+type goroutineEcho struct {
+	echov1.UnimplementedEchoServer
+	mu  sync.Mutex
+	ids []string
+}
+
+func (g *goroutineEcho) Say(context.Context, *echov1.SayRequest) (*echov1.SayResponse, error) {
+	buf := make([]byte, 64)
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf[:runtime.Stack(buf, false)]), "goroutine "), " ")
+	g.mu.Lock()
+	g.ids = append(g.ids, id)
+	g.mu.Unlock()
+	return &echov1.SayResponse{}, nil
+}
+
+// With StreamWorkers, sequential RPCs reuse the workers' goroutines (and
+// their grown stacks); without, each RPC runs on a goroutine of its own.
+// A worker that has not yet returned to wait for the next stream lets that
+// stream fall back to a new goroutine, so reuse is asserted for most calls,
+// not all.
+func TestStreamWorkersReuseGoroutines(t *testing.T) {
+	const calls = 40
+	for _, tt := range []struct {
+		workers   int
+		minReused int
+		maxReused int
+	}{
+		{workers: 0, minReused: 0, maxReused: 0},
+		{workers: 2, minReused: calls / 2, maxReused: calls - 1},
+	} {
+		t.Run(fmt.Sprintf("workers=%d", tt.workers), func(t *testing.T) {
+			g := &goroutineEcho{}
+			s := start(t, grpcserver.Options{StreamWorkers: tt.workers,
+				Register: func(r grpc.ServiceRegistrar) { echov1.RegisterEchoServer(r, g) }})
+			cc, _ := client(t, s)
+			echo := echov1.NewEchoClient(cc)
+			for range calls {
+				if _, err := echo.Say(t.Context(), &echov1.SayRequest{}); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Millisecond) // let the worker wait for the next stream
+			}
+			seen := map[string]bool{}
+			reused := 0
+			for _, id := range g.ids {
+				if seen[id] {
+					reused++
+				}
+				seen[id] = true
+			}
+			if reused < tt.minReused || reused > tt.maxReused {
+				t.Errorf("%d of %d calls ran on a goroutine that had run an earlier one, want %d to %d (goroutines %v)",
+					reused, calls, tt.minReused, tt.maxReused, g.ids)
 			}
 		})
 	}

@@ -6,8 +6,10 @@
 // SIGTERM so its shutdown time is a fair baseline.
 //
 // BARE_SETTINGS=1 gives the http.Server the settings of kubeskel's traffic
-// server at its defaults (timeouts, header limit, h2c); without it the
-// server has net/http's zero settings (no timeouts).
+// server at its defaults (timeouts, header limit, h2c), and the grpc.Server
+// those of kubeskel's gRPC server (keepalive enforcement, connection age,
+// stream workers); without it both have their libraries' zero settings (no
+// timeouts).
 //
 // BARE_H2C=1 also serves cleartext HTTP/2 with prior knowledge, the way
 // kubeskel does with APP_HTTP2=h2c (http.Server.Protocols), for the h2load
@@ -33,6 +35,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/kubeskel/kubeskel/internal/app"
 	"github.com/kubeskel/kubeskel/internal/config"
@@ -58,12 +61,42 @@ func run() error {
 	mux := server.NewMux(server.Observability{})
 	app.AddRoutes(mux, app.Deps{Version: "bench", Host: host, SlowMax: 30 * time.Second})
 
+	// With BARE_SETTINGS=1, the settings of kubeskel's servers at their
+	// defaults (config.Load with no APP_* variable set: the bench sets none
+	// for bare): what those settings cost is then reported apart from what
+	// the skeleton costs.
+	var cfg *config.Config
+	switch settings := os.Getenv("BARE_SETTINGS"); settings {
+	case "", "0":
+	case "1":
+		c, err := config.Load()
+		if err != nil {
+			return fmt.Errorf("kubeskel defaults: %w", err)
+		}
+		cfg = &c
+	default:
+		return fmt.Errorf("BARE_SETTINGS must be 1 or 0, not %q", settings)
+	}
+
 	if gaddr := os.Getenv("BARE_GRPC_ADDR"); gaddr != "" {
 		gln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", gaddr)
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", gaddr, err)
 		}
-		gs := grpc.NewServer()
+		var opts []grpc.ServerOption
+		if cfg != nil { // the options internal/grpcserver derives from them
+			opts = append(opts,
+				grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+					MinTime: cfg.GRPCKeepaliveMinTime, PermitWithoutStream: cfg.GRPCKeepalivePermitWithoutStream,
+				}),
+				grpc.KeepaliveParams(keepalive.ServerParameters{
+					MaxConnectionAge: cfg.GRPCMaxConnectionAge, MaxConnectionAgeGrace: cfg.GRPCMaxConnectionAgeGrace,
+				}))
+			if cfg.GRPCStreamWorkers > 0 {
+				opts = append(opts, grpc.NumStreamWorkers(uint32(cfg.GRPCStreamWorkers)))
+			}
+		}
+		gs := grpc.NewServer(opts...)
 		grpcapp.Register(gs, grpcapp.Deps{Version: "bench", Host: host, MaxInterval: 30 * time.Second, MaxCount: 10000})
 		go func() { _ = gs.Serve(gln) }() // returns at Stop
 		defer gs.Stop()
@@ -83,24 +116,12 @@ func run() error {
 	// service runs).
 	srv := &http.Server{Handler: mux}
 	h2c := os.Getenv("BARE_H2C")
-	switch settings := os.Getenv("BARE_SETTINGS"); settings {
-	case "", "0":
-	case "1":
-		// The http.Server settings of kubeskel's traffic server at its
-		// defaults (config.Load with no APP_* variable set: the bench sets
-		// none for bare), h2c included as APP_HTTP2=h2c does: what those
-		// settings cost is then reported apart from what the skeleton costs.
-		cfg, err := config.Load()
-		if err != nil {
-			return fmt.Errorf("kubeskel defaults: %w", err)
-		}
+	if cfg != nil {
 		srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout = cfg.ReadHeaderTimeout, cfg.ReadTimeout, cfg.WriteTimeout
 		srv.IdleTimeout, srv.MaxHeaderBytes = cfg.IdleTimeout, cfg.MaxHeaderBytes
-		if h2c == "" && cfg.HTTP2 == "h2c" {
+		if h2c == "" && cfg.HTTP2 == "h2c" { // as APP_HTTP2=h2c does
 			h2c = "1"
 		}
-	default:
-		return fmt.Errorf("BARE_SETTINGS must be 1 or 0, not %q", settings)
 	}
 	switch h2c {
 	case "", "0":

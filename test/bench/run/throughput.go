@@ -27,12 +27,7 @@ type placement struct {
 // settings, so the cost of the settings is reported apart from the cost of
 // the skeleton), then kubeskel with more and more turned on.
 func (b *bench) throughputVariants() []variant {
-	with := func(v variant, name string, extra ...string) variant {
-		base := v.env
-		v.name = name
-		v.env = func(hp, ap int) []string { return append(base(hp, ap), extra...) }
-		return v
-	}
+	with := withEnv
 	without := func(v variant, name, prefix string) variant {
 		base := v.env
 		v.name = name
@@ -53,6 +48,14 @@ func (b *bench) throughputVariants() []variant {
 		// kubeskel's larger live heap, halved (see the pprof section).
 		with(defaults, "kubeskel, tracing off, GOGC=200", "GOGC=200"),
 	}
+}
+
+// withEnv is v renamed, with extra variables in its environment.
+func withEnv(v variant, name string, extra ...string) variant {
+	base := v.env
+	v.name = name
+	v.env = func(hp, ap int) []string { return append(base(hp, ap), extra...) }
+	return v
 }
 
 // tpKey identifies one cell of the matrix.
