@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -136,7 +137,7 @@ func Listen(name, addr string, o Options) (*Server, error) {
 		grpc.ChainUnaryInterceptor(s.unary),
 		grpc.ChainStreamInterceptor(s.stream),
 	}
-	if o.StreamWorkers > 0 {
+	if o.StreamWorkers > 0 && o.StreamWorkers <= math.MaxInt32 { // config caps it at 4096
 		// A goroutine per stream starts with a small stack that every RPC
 		// grows again (runtime.newstack, copystack): 30% of the server's
 		// instructions per unary call under callgrind (BENCHMARKS.md).

@@ -92,7 +92,7 @@ func run() error {
 				grpc.KeepaliveParams(keepalive.ServerParameters{
 					MaxConnectionAge: cfg.GRPCMaxConnectionAge, MaxConnectionAgeGrace: cfg.GRPCMaxConnectionAgeGrace,
 				}))
-			if cfg.GRPCStreamWorkers > 0 {
+			if cfg.GRPCStreamWorkers > 0 && cfg.GRPCStreamWorkers <= config.MaxGRPCStreamWorkers {
 				opts = append(opts, grpc.NumStreamWorkers(uint32(cfg.GRPCStreamWorkers)))
 			}
 		}
