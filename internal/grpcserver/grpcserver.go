@@ -139,11 +139,15 @@ func Listen(name, addr string, o Options) (*Server, error) {
 	}
 	if o.StreamWorkers > 0 && o.StreamWorkers <= math.MaxInt32 { // config caps it at 4096
 		// A goroutine per stream starts with a small stack that every RPC
-		// grows again (runtime.newstack, copystack): 30% of the server's
-		// instructions per unary call under callgrind (BENCHMARKS.md).
-		// Workers keep their grown stacks; a stream arriving while all are
-		// busy gets its own goroutine, as without them, so the workers only
-		// change which goroutine runs a handler, never whether or when.
+		// grows again (runtime.newstack, copystack). Workers keep their
+		// grown stacks: bare grpc-go with them runs 0.57x its default
+		// instructions per unary call (BENCHMARKS.md, run G). test/bench/bare
+		// sets the same options for its BARE_SETTINGS baseline; keep the
+		// two alike (bare must not link this package: it would carry
+		// health and reflection into the baseline's size and start-up). A
+		// stream arriving while all are busy gets its own goroutine, as
+		// without them, so the workers only change which goroutine runs a
+		// handler, never whether or when.
 		// Stop and GracefulStop end them after the connections (grpc-go
 		// v1.84 server.go). The option is marked experimental in grpc-go;
 		// a release that drops it fails the build here, not at run time.

@@ -84,7 +84,7 @@ func run() error {
 			return fmt.Errorf("listen on %s: %w", gaddr, err)
 		}
 		var opts []grpc.ServerOption
-		if cfg != nil { // the options internal/grpcserver derives from them
+		if cfg != nil { // the options grpcserver.Listen derives from them; it is not linked here to keep the baseline small
 			opts = append(opts,
 				grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 					MinTime: cfg.GRPCKeepaliveMinTime, PermitWithoutStream: cfg.GRPCKeepalivePermitWithoutStream,

@@ -27,7 +27,6 @@ type placement struct {
 // settings, so the cost of the settings is reported apart from the cost of
 // the skeleton), then kubeskel with more and more turned on.
 func (b *bench) throughputVariants() []variant {
-	with := withEnv
 	without := func(v variant, name, prefix string) variant {
 		base := v.env
 		v.name = name
@@ -39,14 +38,14 @@ func (b *bench) throughputVariants() []variant {
 	bare, defaults, all := b.variants[0], b.variants[1], b.variants[2]
 	return []variant{
 		bare,
-		with(bare, "bare, kubeskel's http.Server settings (BARE_SETTINGS=1)", "BARE_SETTINGS=1"),
+		withEnv(bare, "bare, kubeskel's http.Server settings (BARE_SETTINGS=1)", "BARE_SETTINGS=1"),
 		defaults,
-		with(defaults, "kubeskel, tracing off, APP_HTTP2=off", "APP_HTTP2=off"),
+		withEnv(defaults, "kubeskel, tracing off, APP_HTTP2=off", "APP_HTTP2=off"),
 		without(all, "kubeskel, tracing 100% over OTLP/HTTP, no request log", "APP_REQUEST_LOG="),
 		all,
 		// GOGC guidance, not a target variant: the collector's cost over
 		// kubeskel's larger live heap, halved (see the pprof section).
-		with(defaults, "kubeskel, tracing off, GOGC=200", "GOGC=200"),
+		withEnv(defaults, "kubeskel, tracing off, GOGC=200", "GOGC=200"),
 	}
 }
 
