@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 )
 
 // Options configures a Server. Zero durations take grpc-go's defaults
@@ -177,7 +176,7 @@ func (s *Server) newGeneration() *generation {
 		s.opts.Register(srv)
 	}
 	if s.opts.Reflection {
-		reflection.Register(srv)
+		registerReflection(srv)
 	}
 	return &generation{srv: srv, lis: newChanListener(s.lis.Addr()), serve: make(chan error, 1), endWatches: endWatches}
 }

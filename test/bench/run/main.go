@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -787,6 +788,7 @@ func (b *bench) callgrind() error {
 // Unstripped binaries, for the symbols.
 func (b *bench) profile() error {
 	byVariant := make([]map[string]float64, len(b.variants))
+	byFunc := make([]map[string]float64, len(b.variants))
 	totals := make([]float64, len(b.variants))
 	keys := map[string]bool{}
 	n := *cgRequests
@@ -813,7 +815,7 @@ func (b *bench) profile() error {
 		if err != nil {
 			return fmt.Errorf("cg_annotate: %w", err)
 		}
-		byVariant[i] = map[string]float64{}
+		byVariant[i], byFunc[i] = map[string]float64{}, map[string]float64{}
 		re := regexp.MustCompile(`^\s*(-?[\d,]+)\s+\(\s*-?[\d.]+%\)\s+\S*?:(\S+)`)
 		for _, line := range strings.Split(string(out), "\n") {
 			m := re.FindStringSubmatch(line)
@@ -823,6 +825,7 @@ func (b *bench) profile() error {
 			ir, _ := strconv.ParseFloat(strings.ReplaceAll(m[1], ",", ""), 64)
 			pkg := profilePackage(m[2])
 			byVariant[i][pkg] += ir / float64(n)
+			byFunc[i][m[2]] += ir / float64(n)
 			totals[i] += ir / float64(n)
 			keys[pkg] = true
 		}
@@ -850,7 +853,33 @@ func (b *bench) profile() error {
 		}
 		fmt.Fprintln(b.out)
 	}
+	b.printFuncDiff(byFunc[0], byFunc[1], b.variants[0].name, b.variants[1].name)
 	return nil
+}
+
+// printFuncDiff lists the functions whose instructions per request differ
+// most between two variants (cost minus base), both ways: where the extra
+// instructions of one over the other go, function by function.
+func (b *bench) printFuncDiff(base, cost map[string]float64, baseName, costName string) {
+	type fd struct {
+		fn         string
+		base, cost float64
+	}
+	var ds []fd
+	for fn, c := range cost {
+		ds = append(ds, fd{fn, base[fn], c})
+	}
+	for fn, c := range base {
+		if _, ok := cost[fn]; !ok {
+			ds = append(ds, fd{fn, c, 0})
+		}
+	}
+	abs := math.Abs
+	sort.Slice(ds, func(i, j int) bool { return abs(ds[i].cost-ds[i].base) > abs(ds[j].cost-ds[j].base) })
+	fmt.Fprintf(b.out, "\n## Functions that differ most per request: %s minus %s (same cachegrind runs)\n\n| function | %s | %s | difference |\n|---|---:|---:|---:|\n", costName, baseName, baseName, costName)
+	for _, d := range ds[:min(30, len(ds))] {
+		fmt.Fprintf(b.out, "| `%s` | %.0f | %.0f | %+.0f |\n", d.fn, d.base, d.cost, d.cost-d.base)
+	}
 }
 
 // cachegrindOnce runs v under cachegrind: start-up, 200 warm-up requests, n
