@@ -24,8 +24,9 @@ import (
 // reflection package does, but without google.golang.org/protobuf's
 // reflect/protodesc: that package's init unmarshals the descriptor of
 // descriptor.proto, and what it builds stays live for the life of the
-// process (about 200 KB of pointer-rich heap that every GC cycle marks,
-// whether reflection is on or not). Instead of rebuilding a
+// process, reflection on or off: pointer-rich heap that every GC cycle
+// marks (kubeskel's live heap under load was 1,083 KB with it, 897 KB
+// without: BENCHMARKS.md). Instead of rebuilding a
 // FileDescriptorProto from the registry, it serves the serialized one that
 // protoc-gen-go embedded in the generated code, reached through the
 // deprecated Descriptor methods of the file's generated messages or enums.
@@ -33,8 +34,9 @@ import (
 // The difference a client can see: a .proto file that declares no message
 // and no enum (only services or extensions) has no generated type to reach
 // its descriptor through, so it is answered NOT_FOUND with a message naming
-// the file; move one message into it, or register grpc-go's reflection
-// package in Options.Register instead.
+// the file; move one message into it, or leave Options.Reflection off and
+// register grpc-go's reflection package from Options.Register (whose
+// registrar is the *grpc.Server), which links protodesc back in.
 type reflectionServer struct {
 	rpb.UnimplementedServerReflectionServer
 	services func() map[string]grpc.ServiceInfo
