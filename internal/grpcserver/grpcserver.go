@@ -33,7 +33,7 @@ type Options struct {
 	// StartDraining, which sets NOT_SERVING at once and for good.
 	Ready         func() error
 	ReadyInterval time.Duration
-	Reflection    bool // register grpc.reflection.v1 and v1alpha
+	Reflection    bool // register grpc.reflection.v1 and v1alpha (reflectionServer: without protodesc)
 
 	// KeepaliveMinTime is the shortest interval between client pings the
 	// server accepts; a client pinging more often gets GOAWAY
