@@ -140,7 +140,7 @@ func Listen(name, addr string, o Options) (*Server, error) {
 		// A goroutine per stream starts with a small stack that every RPC
 		// grows again (runtime.newstack, copystack). Workers keep their
 		// grown stacks: bare grpc-go with them runs 0.57x its default
-		// instructions per unary call (BENCHMARKS.md, run G). test/bench/bare
+		// instructions per unary call (BENCHMARKS.md, run I). test/bench/bare
 		// sets the same options for its BARE_SETTINGS baseline; keep the
 		// two alike (bare must not link this package: it would carry
 		// health and reflection into the baseline's size and start-up). A

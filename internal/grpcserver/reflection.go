@@ -49,13 +49,18 @@ func registerReflection(srv *grpc.Server) {
 	rpbalpha.RegisterServerReflectionServer(srv, alphaReflection{r})
 }
 
-// ServerReflectionInfo answers each request of the stream in order. A file
-// descriptor goes with every dependency not yet sent on the same stream, as
-// grpc-go's does; the file asked for is always sent.
+// ServerReflectionInfo answers each request of the stream in order.
 func (r *reflectionServer) ServerReflectionInfo(stream rpb.ServerReflection_ServerReflectionInfoServer) error {
+	return r.serve(stream.Recv, stream.Send)
+}
+
+// serve answers each request recv returns, in order, until the client
+// closes its side. A file descriptor goes with every dependency not yet sent
+// on the same stream, as grpc-go's does; the file asked for is always sent.
+func (r *reflectionServer) serve(recv func() (*rpb.ServerReflectionRequest, error), send func(*rpb.ServerReflectionResponse) error) error {
 	sent := map[string]bool{}
 	for {
-		in, err := stream.Recv()
+		in, err := recv()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -66,7 +71,7 @@ func (r *reflectionServer) ServerReflectionInfo(stream rpb.ServerReflection_Serv
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(out); err != nil {
+		if err := send(out); err != nil {
 			return err
 		}
 	}
@@ -204,31 +209,25 @@ func rawDescriptor(fd protoreflect.FileDescriptor) ([]byte, error) {
 type alphaReflection struct{ v1 *reflectionServer }
 
 func (a alphaReflection) ServerReflectionInfo(stream rpbalpha.ServerReflection_ServerReflectionInfoServer) error {
-	sent := map[string]bool{}
-	for {
+	recv := func() (*rpb.ServerReflectionRequest, error) {
 		in, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var req rpb.ServerReflectionRequest
 		if err := convert(in, &req); err != nil {
-			return err
+			return nil, err
 		}
-		out, err := a.v1.answer(&req, sent)
-		if err != nil {
-			return err
-		}
+		return &req, nil
+	}
+	send := func(out *rpb.ServerReflectionResponse) error {
 		var resp rpbalpha.ServerReflectionResponse //nolint:staticcheck // deprecated, but older grpcurl and grpcui still speak only v1alpha; grpc-go serves it too
 		if err := convert(out, &resp); err != nil {
 			return err
 		}
-		if err := stream.Send(&resp); err != nil {
-			return err
-		}
+		return stream.Send(&resp)
 	}
+	return a.v1.serve(recv, send)
 }
 
 // convert re-encodes from into to, two messages with the same wire format.

@@ -64,8 +64,8 @@ func TestReflectionAnswersAsGRPCGo(t *testing.T) {
 
 	for _, version := range []string{"v1", "v1alpha"} {
 		t.Run(version, func(t *testing.T) {
-			got := reflect(t, ours.Addr().String(), version)
-			want := reflect(t, ln.Addr().String(), version)
+			got := askReflection(t, ours.Addr().String(), version)
+			want := askReflection(t, ln.Addr().String(), version)
 			for i, req := range reflectionRequests {
 				if msg := diffReflection(got[i], want[i]); msg != "" {
 					t.Errorf("request %d (%v): %s", i, req.GetMessageRequest(), msg)
@@ -75,9 +75,9 @@ func TestReflectionAnswersAsGRPCGo(t *testing.T) {
 	}
 }
 
-// reflect sends reflectionRequests on one stream to addr and returns the
+// askReflection sends reflectionRequests on one stream to addr and returns the
 // responses, as v1 messages whichever version was spoken.
-func reflect(t *testing.T, addr, version string) []*rpb.ServerReflectionResponse {
+func askReflection(t *testing.T, addr, version string) []*rpb.ServerReflectionResponse {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -858,8 +858,9 @@ func (b *bench) profile() error {
 }
 
 // printFuncDiff lists the functions whose instructions per request differ
-// most between two variants (cost minus base), both ways: where the extra
-// instructions of one over the other go, function by function.
+// most between two variants (cost minus base, largest difference first,
+// either sign): where the extra instructions of one over the other go,
+// function by function.
 func (b *bench) printFuncDiff(base, cost map[string]float64, baseName, costName string) {
 	type fd struct {
 		fn         string
@@ -874,8 +875,7 @@ func (b *bench) printFuncDiff(base, cost map[string]float64, baseName, costName 
 			ds = append(ds, fd{fn, c, 0})
 		}
 	}
-	abs := math.Abs
-	sort.Slice(ds, func(i, j int) bool { return abs(ds[i].cost-ds[i].base) > abs(ds[j].cost-ds[j].base) })
+	sort.Slice(ds, func(i, j int) bool { return math.Abs(ds[i].cost-ds[i].base) > math.Abs(ds[j].cost-ds[j].base) })
 	fmt.Fprintf(b.out, "\n## Functions that differ most per request: %s minus %s (same cachegrind runs)\n\n| function | %s | %s | difference |\n|---|---:|---:|---:|\n", costName, baseName, baseName, costName)
 	for _, d := range ds[:min(30, len(ds))] {
 		fmt.Fprintf(b.out, "| `%s` | %.0f | %.0f | %+.0f |\n", d.fn, d.base, d.cost, d.cost-d.base)
