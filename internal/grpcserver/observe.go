@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/kubeskel/kubeskel/internal/logging"
 )
 
 // Observability is what every RPC reports. Nil fields are skipped.
@@ -78,7 +80,7 @@ func (s *Server) begin(ctx context.Context, fullMethod string) (context.Context,
 			o.Observe(fullMethod, code.String(), d)
 		}
 		if o.RequestLog && o.Logger != nil {
-			o.Logger.LogAttrs(ctx, slog.LevelInfo, "rpc",
+			logging.LogAttrsAt(ctx, o.Logger, start.Add(d), slog.LevelInfo, "rpc",
 				slog.String("method", fullMethod), slog.String("code", code.String()),
 				slog.Float64("duration_ms", float64(d.Microseconds())/1000))
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -31,6 +32,24 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("unknown log format %q (want json or text)", format)
 	}
 	return slog.New(traceHandler{h}), nil
+}
+
+// LogAttrsAt is l.LogAttrs for a caller that has already read the clock:
+// the record's time is t. Unlike slog.Logger's methods it records no
+// program counter, so it does not walk the caller's stack (runtime.Callers,
+// about 2,000 instructions, BENCHMARKS.md): a handler with AddSource prints
+// no source for it. The loggers New builds never print the source. It is
+// meant for lines logged on every request.
+func LogAttrsAt(ctx context.Context, l *slog.Logger, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) {
+	h := l.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(t, level, msg, 0)
+	r.AddAttrs(attrs...)
+	// slog.Logger drops the handler's error too: a logger has no caller to
+	// return it to.
+	_ = h.Handle(ctx, r)
 }
 
 // traceHandler adds the trace and span ids of the record's context.

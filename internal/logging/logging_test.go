@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -142,5 +145,73 @@ func TestBadFormatAndLevel(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tt.wantInErr)
 			}
 		})
+	}
+}
+
+// recordHandler keeps the records it is given.
+type recordHandler struct {
+	level   slog.Level
+	records *[]slog.Record
+}
+
+func (h recordHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
+	*h.records = append(*h.records, r)
+	return nil
+}
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestLogAttrsAt(t *testing.T) {
+	at := time.Date(2026, 12, 7, 12, 0, 0, 123456789, time.UTC)
+	tests := []struct {
+		name  string
+		level slog.Level
+		want  bool
+	}{
+		{"enabled", slog.LevelInfo, true},
+		{"below the handler's level", slog.LevelDebug, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []slog.Record
+			l := slog.New(recordHandler{level: slog.LevelInfo, records: &got})
+			logging.LogAttrsAt(context.Background(), l, at, tt.level, "request", slog.String("method", "GET"), slog.Int("status", 200))
+			if !tt.want {
+				if len(got) != 0 {
+					t.Fatalf("%d records handled below the level, want none", len(got))
+				}
+				return
+			}
+			if len(got) != 1 {
+				t.Fatalf("%d records handled, want 1", len(got))
+			}
+			r := got[0]
+			if !r.Time.Equal(at) || r.Level != tt.level || r.Message != "request" || r.PC != 0 {
+				t.Errorf("record time %v level %v msg %q pc %#x, want %v %v %q 0", r.Time, r.Level, r.Message, r.PC, at, tt.level, "request")
+			}
+			var attrs []string
+			r.Attrs(func(a slog.Attr) bool {
+				attrs = append(attrs, a.String())
+				return true
+			})
+			if want := []string{"method=GET", "status=200"}; !slices.Equal(attrs, want) {
+				t.Errorf("attrs %q, want %q", attrs, want)
+			}
+		})
+	}
+
+	// Through New's JSON handler: the same line as LogAttrs, with t as its
+	// time and the trace ids of the context.
+	var buf bytes.Buffer
+	logger, err := logging.New(&buf, "json", "info")
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx := trace.ContextWithSpanContext(context.Background(), spanContext)
+	logging.LogAttrsAt(ctx, logger, at, slog.LevelInfo, "request", slog.String("route", "/"))
+	want := `{"time":"2026-12-07T12:00:00.123456789Z","level":"INFO","msg":"request","route":"/","trace_id":"` + traceID + `","span_id":"` + spanID + `"}` + "\n"
+	if buf.String() != want {
+		t.Errorf("line\n%s want\n%s", buf.String(), want)
 	}
 }

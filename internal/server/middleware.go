@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"runtime/debug"
 	"time"
+
+	"github.com/kubeskel/kubeskel/internal/logging"
 )
 
 // Observability is what the traffic middleware reports to. Every field is
@@ -162,7 +164,8 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 				route.Observe(normalizeMethod(r.Method), status, d)
 			}
 			if o.RequestLog && o.Logger != nil {
-				o.Logger.LogAttrs(rw.ctx, slog.LevelInfo, "request",
+				// start+d is now: one clock read less.
+				logging.LogAttrsAt(rw.ctx, o.Logger, start.Add(d), slog.LevelInfo, "request",
 					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", rw.routeName),
 					slog.Int("status", status), slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote", r.RemoteAddr))
 			}

@@ -47,6 +47,7 @@ var (
 	starts        = flag.Int("starts", 20, "process starts for the start-up time")
 	h2Conns       = flag.Int("h2-conns", 8, "h2load connections (-c) in the h2 section")
 	h2Streams     = flag.Int("h2-streams", 16, "h2load concurrent streams per connection (-m) in the h2 section")
+	keep          = flag.Bool("keep", false, "keep the work directory (binaries, pprof and cachegrind files) and print its path")
 	only          = flag.String("only", "", "comma list of sections to run (size,throughput,pprof,perf,h2,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
 )
 
@@ -90,7 +91,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if *keep {
+		fmt.Fprintf(os.Stderr, "bench: work directory %s kept (binaries, profiles, cachegrind files)\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	b := &bench{dir: dir, out: os.Stdout}
 	if n := runtime.NumCPU(); n >= 2 {
 		if _, err := exec.LookPath("taskset"); err == nil {
@@ -720,17 +725,22 @@ func dumpIndex(f string) int {
 	return n
 }
 
+// allOnPart returns the "all on" variant without the variable prefixed
+// drop: one part of what "all on" turns on.
+func (b *bench) allOnPart(name, drop string) variant {
+	all := b.variants[2]
+	v := all
+	v.name = name
+	v.env = func(hp, ap int) []string {
+		return slices.DeleteFunc(all.env(hp, ap), func(s string) bool { return strings.HasPrefix(s, drop) })
+	}
+	return v
+}
+
 func (b *bench) callgrind() error {
 	// Two more variants split "all on" into its parts.
 	all := b.variants[2]
-	parts := func(name string, drop string) variant {
-		v := all
-		v.name = name
-		v.env = func(hp, ap int) []string {
-			return slices.DeleteFunc(all.env(hp, ap), func(s string) bool { return strings.HasPrefix(s, drop) })
-		}
-		return v
-	}
+	parts := b.allOnPart
 	// And one that trades memory for GC work, to size that knob.
 	gogc := all
 	gogc.name = "kubeskel all on, GOGC=400"
@@ -787,12 +797,17 @@ func (b *bench) callgrind() error {
 // none (cg_diff), both after the same start-up and warm-up, divided by n.
 // Unstripped binaries, for the symbols.
 func (b *bench) profile() error {
-	byVariant := make([]map[string]float64, len(b.variants))
-	byFunc := make([]map[string]float64, len(b.variants))
-	totals := make([]float64, len(b.variants))
+	// bare, defaults, all on, then all on's two parts: the function tables
+	// below compare each part with defaults.
+	variants := append(slices.Clone(b.variants),
+		b.allOnPart("kubeskel tracing 100% only", "APP_REQUEST_LOG="),
+		b.allOnPart("kubeskel request log only", "OTEL_TRACES_EXPORTER="))
+	byVariant := make([]map[string]float64, len(variants))
+	byFunc := make([]map[string]float64, len(variants))
+	totals := make([]float64, len(variants))
 	keys := map[string]bool{}
 	n := *cgRequests
-	for i, v := range b.variants {
+	for i, v := range variants {
 		v.bin = b.ksSyms
 		if !v.kubeskel {
 			v.bin = b.bareSyms
@@ -835,25 +850,27 @@ func (b *bench) profile() error {
 	for k := range keys {
 		pkgs = append(pkgs, k)
 	}
-	last := len(b.variants) - 1
-	sort.Slice(pkgs, func(i, j int) bool { return byVariant[last][pkgs[i]] > byVariant[last][pkgs[j]] })
+	const allOn = 2
+	sort.Slice(pkgs, func(i, j int) bool { return byVariant[allOn][pkgs[i]] > byVariant[allOn][pkgs[j]] })
 	fmt.Fprintf(b.out, "\n## Where the instructions go: instructions per request by package (cachegrind: run with %d requests minus run with none)\n\n| package |", n)
-	for _, v := range b.variants {
+	for _, v := range variants {
 		fmt.Fprintf(b.out, " %s |", v.name)
 	}
-	fmt.Fprintf(b.out, "\n|---|%s\n| **total** |", strings.Repeat("---:|", len(b.variants)))
-	for i := range b.variants {
+	fmt.Fprintf(b.out, "\n|---|%s\n| **total** |", strings.Repeat("---:|", len(variants)))
+	for i := range variants {
 		fmt.Fprintf(b.out, " **%.0f** |", totals[i])
 	}
 	fmt.Fprintln(b.out)
-	for _, p := range pkgs[:min(22, len(pkgs))] {
+	for _, p := range pkgs[:min(26, len(pkgs))] {
 		fmt.Fprintf(b.out, "| %s |", p)
-		for i := range b.variants {
+		for i := range variants {
 			fmt.Fprintf(b.out, " %.0f |", byVariant[i][p])
 		}
 		fmt.Fprintln(b.out)
 	}
-	b.printFuncDiff(byFunc[0], byFunc[1], b.variants[0].name, b.variants[1].name)
+	b.printFuncDiff(byFunc[0], byFunc[1], variants[0].name, variants[1].name)
+	b.printFuncDiff(byFunc[1], byFunc[3], variants[1].name, variants[3].name)
+	b.printFuncDiff(byFunc[1], byFunc[4], variants[1].name, variants[4].name)
 	return nil
 }
 
