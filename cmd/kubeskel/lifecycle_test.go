@@ -55,6 +55,7 @@ func TestConfigErrorsExit2NamingTheVariable(t *testing.T) {
 		{"cancel margin over timeout", []string{"APP_SHUTDOWN_TIMEOUT=1s", "APP_HANDLER_CANCEL_MARGIN=2s"}, []string{"APP_HANDLER_CANCEL_MARGIN"}, ""},
 		{"unknown trace exporter", []string{"OTEL_TRACES_EXPORTER=carrier-pigeon"}, []string{"OTEL_TRACES_EXPORTER"}, ""},
 		{"unknown propagator", []string{"OTEL_PROPAGATORS=tracecontext,bogus"}, []string{"OTEL_PROPAGATORS"}, ""},
+		{"bad batch delay", []string{"OTEL_BSP_SCHEDULE_DELAY=5s"}, []string{"OTEL_BSP_SCHEDULE_DELAY", "integer"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

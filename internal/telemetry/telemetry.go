@@ -60,8 +60,9 @@ type Telemetry struct {
 // Setup reads the standard variables: OTEL_TRACES_EXPORTER (otlp, console or
 // none; none when unset, so a default run makes no network calls), every
 // OTEL_EXPORTER_OTLP_* variable, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
-// OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_* and OTEL_PROPAGATORS (default W3C
-// tracecontext and baggage). It sets the global tracer provider, propagator
+// OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_* (see batchOptionsFromEnv: a bad
+// value is an error) and OTEL_PROPAGATORS (default W3C tracecontext and
+// baggage). It sets the global tracer provider, propagator
 // and error handler. Call Shutdown to flush spans before exiting.
 func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	logger := o.Logger
@@ -76,6 +77,10 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	}
 	otel.SetTextMapPropagator(propagator)
 
+	batch, err := batchOptionsFromEnv(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
 	exporter, err := spanExporterFromEnv(ctx)
 	if err != nil {
 		return nil, err
@@ -99,9 +104,9 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build resource: %w", err)
 	}
-	// The SDK reads OTEL_TRACES_SAMPLER and OTEL_BSP_* itself.
+	// The SDK reads OTEL_TRACES_SAMPLER itself.
 	t.exporter = &flushExporter{SpanExporter: exporter}
-	t.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(t.exporter), sdktrace.WithResource(res))
+	t.provider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newBatcher(t.exporter, batch, otel.Handle)), sdktrace.WithResource(res))
 	t.tracer = t.provider.Tracer("github.com/kubeskel/kubeskel/internal/telemetry")
 	otel.SetTracerProvider(t.provider)
 	return t, nil

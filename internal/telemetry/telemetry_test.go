@@ -26,7 +26,7 @@ func setup(t testing.TB, env map[string]string) (*Telemetry, error) {
 // setupLogging is setup with OpenTelemetry's own messages written to log.
 func setupLogging(t testing.TB, env map[string]string, log io.Writer) (*Telemetry, error) {
 	t.Helper()
-	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_PROPAGATORS", "OTEL_TRACES_SAMPLER", "OTEL_SERVICE_NAME"} {
+	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_PROPAGATORS", "OTEL_TRACES_SAMPLER", "OTEL_SERVICE_NAME", "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE"} {
 		t.Setenv(k, env[k])
 	}
 	return Setup(context.Background(), Options{ServiceName: "test", ServiceVersion: "v0", Logger: slog.New(slog.NewTextHandler(log, nil))})
@@ -122,6 +122,8 @@ func TestSetupErrors(t *testing.T) {
 		{map[string]string{"OTEL_PROPAGATORS": "tracecontext,nope"}, "OTEL_PROPAGATORS"},
 		{map[string]string{"OTEL_PROPAGATORS": "tracecontext, nope"}, "nope"},
 		{map[string]string{"OTEL_PROPAGATORS": "nope"}, "OTEL_PROPAGATORS"},
+		{map[string]string{"OTEL_BSP_SCHEDULE_DELAY": "5s"}, "OTEL_BSP_SCHEDULE_DELAY"},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_MAX_QUEUE_SIZE": "100"}, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512 is larger than OTEL_BSP_MAX_QUEUE_SIZE=100"},
 	}
 	for _, tt := range tests {
 		var log strings.Builder
