@@ -26,65 +26,65 @@ import (
 const Prefix = "APP"
 
 // Config is the whole configuration of the service. Every field is one
-// environment variable: APP_ plus the field name split into words (HTTPAddr
-// is APP_HTTP_ADDR). Fields marked secret never have their value echoed in
-// an error.
+// environment variable: APP_ plus its envconfig tag (HTTPAddr is
+// APP_HTTP_ADDR). Fields marked secret never have their value echoed in an
+// error.
 type Config struct {
-	HTTPAddr  string `split_words:"true" default:":8080" desc:"traffic listener address (host:port; :0 picks a free port)"`
-	AdminAddr string `split_words:"true" default:":8081" desc:"admin listener address for /live, /ready and /metrics"`
+	HTTPAddr  string `envconfig:"HTTP_ADDR" default:":8080" desc:"traffic listener address (host:port; :0 picks a free port)"`
+	AdminAddr string `envconfig:"ADMIN_ADDR" default:":8081" desc:"admin listener address for /live, /ready and /metrics"`
 
-	PrestopSleep           time.Duration `split_words:"true" default:"0s" desc:"the kubelet's preStop sleep, which runs before SIGTERM inside the same grace period; counted in the shutdown budget only (the chart sets it)"`
-	PrestopDelay           time.Duration `split_words:"true" default:"5s" desc:"after SIGTERM, keep serving (not ready, Connection: close) this long so load balancers deregister the pod; 0 disables"`
-	PrestopQuietPeriod     time.Duration `split_words:"true" default:"0s" desc:"end the pre-stop delay early once no request has arrived for this long; 0 disables"`
-	DrainConnectionClose   bool          `split_words:"true" default:"true" desc:"during the pre-stop delay, answer with Connection: close (a GOAWAY on HTTP/2) so pooled connections move to other pods; false leaves them open until the shutdown closes them"`
-	ShutdownTimeout        time.Duration `split_words:"true" default:"20s" desc:"deadline for in-flight requests to complete after the pre-stop delay; the rest are cut"`
-	HandlerCancelMargin    time.Duration `split_words:"true" default:"1s" desc:"cancel request contexts this long before the shutdown deadline so handlers can return cleanly"`
-	TelemetryFlushTimeout  time.Duration `split_words:"true" default:"2s" desc:"deadline for exporting the last spans after the drain"`
-	TerminationGracePeriod time.Duration `split_words:"true" default:"30s" desc:"the pod's terminationGracePeriodSeconds; the shutdown budget must fit inside it"`
+	PrestopSleep           time.Duration `envconfig:"PRESTOP_SLEEP" default:"0s" desc:"the kubelet's preStop sleep, which runs before SIGTERM inside the same grace period; counted in the shutdown budget only (the chart sets it)"`
+	PrestopDelay           time.Duration `envconfig:"PRESTOP_DELAY" default:"5s" desc:"after SIGTERM, keep serving (not ready, Connection: close) this long so load balancers deregister the pod; 0 disables"`
+	PrestopQuietPeriod     time.Duration `envconfig:"PRESTOP_QUIET_PERIOD" default:"0s" desc:"end the pre-stop delay early once no request has arrived for this long; 0 disables"`
+	DrainConnectionClose   bool          `envconfig:"DRAIN_CONNECTION_CLOSE" default:"true" desc:"during the pre-stop delay, answer with Connection: close (a GOAWAY on HTTP/2) so pooled connections move to other pods; false leaves them open until the shutdown closes them"`
+	ShutdownTimeout        time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"20s" desc:"deadline for in-flight requests to complete after the pre-stop delay; the rest are cut"`
+	HandlerCancelMargin    time.Duration `envconfig:"HANDLER_CANCEL_MARGIN" default:"1s" desc:"cancel request contexts this long before the shutdown deadline so handlers can return cleanly"`
+	TelemetryFlushTimeout  time.Duration `envconfig:"TELEMETRY_FLUSH_TIMEOUT" default:"2s" desc:"deadline for exporting the last spans after the drain"`
+	TerminationGracePeriod time.Duration `envconfig:"TERMINATION_GRACE_PERIOD" default:"30s" desc:"the pod's terminationGracePeriodSeconds; the shutdown budget must fit inside it"`
 
-	SidecarReadyURL     string        `split_words:"true" secret:"true" desc:"if set, poll this URL until it answers 200 before reporting ready (e.g. a mesh proxy)"`
-	SidecarReadyTimeout time.Duration `split_words:"true" default:"60s" desc:"give up start-up (exit 1) if the sidecar is not ready by then"`
-	SidecarQuitURL      string        `split_words:"true" secret:"true" desc:"if set, POST to this URL after the drain to stop a sidecar (best effort)"`
-	SidecarQuitTimeout  time.Duration `split_words:"true" default:"1s" desc:"deadline for the sidecar quit request"`
+	SidecarReadyURL     string        `envconfig:"SIDECAR_READY_URL" secret:"true" desc:"if set, poll this URL until it answers 200 before reporting ready (e.g. a mesh proxy)"`
+	SidecarReadyTimeout time.Duration `envconfig:"SIDECAR_READY_TIMEOUT" default:"60s" desc:"give up start-up (exit 1) if the sidecar is not ready by then"`
+	SidecarQuitURL      string        `envconfig:"SIDECAR_QUIT_URL" secret:"true" desc:"if set, POST to this URL after the drain to stop a sidecar (best effort)"`
+	SidecarQuitTimeout  time.Duration `envconfig:"SIDECAR_QUIT_TIMEOUT" default:"1s" desc:"deadline for the sidecar quit request"`
 	// NativeSidecarShutdown is not waited for by the binary: the kubelet
 	// stops native sidecars only after the app has exited, inside the same
 	// grace period, so the budget must leave them this much.
-	NativeSidecarShutdown time.Duration `split_words:"true" default:"0s" desc:"time the pod's native sidecars get to shut down after the app has exited, inside the same grace period; counted in the shutdown budget only (the chart sets it)"`
+	NativeSidecarShutdown time.Duration `envconfig:"NATIVE_SIDECAR_SHUTDOWN" default:"0s" desc:"time the pod's native sidecars get to shut down after the app has exited, inside the same grace period; counted in the shutdown budget only (the chart sets it)"`
 
-	ReadHeaderTimeout time.Duration `split_words:"true" default:"5s" desc:"time allowed to read request headers (slowloris protection)"`
-	ReadTimeout       time.Duration `split_words:"true" default:"0s" desc:"time allowed to read a whole request; 0 means no limit"`
-	WriteTimeout      time.Duration `split_words:"true" default:"0s" desc:"time allowed to write a response; 0 means no limit"`
-	IdleTimeout       time.Duration `split_words:"true" default:"620s" desc:"keep-alive idle timeout; keep it above every load balancer's idle timeout"`
-	MaxHeaderBytes    int           `split_words:"true" default:"1048576" desc:"maximum size of request headers in bytes"`
+	ReadHeaderTimeout time.Duration `envconfig:"READ_HEADER_TIMEOUT" default:"5s" desc:"time allowed to read request headers (slowloris protection)"`
+	ReadTimeout       time.Duration `envconfig:"READ_TIMEOUT" default:"0s" desc:"time allowed to read a whole request; 0 means no limit"`
+	WriteTimeout      time.Duration `envconfig:"WRITE_TIMEOUT" default:"0s" desc:"time allowed to write a response; 0 means no limit"`
+	IdleTimeout       time.Duration `envconfig:"IDLE_TIMEOUT" default:"620s" desc:"keep-alive idle timeout; keep it above every load balancer's idle timeout"`
+	MaxHeaderBytes    int           `envconfig:"MAX_HEADER_BYTES" default:"1048576" desc:"maximum size of request headers in bytes"`
 	HTTP2             string        `envconfig:"HTTP2" default:"h2c" desc:"h2c: the traffic port also serves cleartext HTTP/2 with prior knowledge (no Upgrade: h2c); off: HTTP/1.1 only"`
 
-	TLSCertFile       string        `split_words:"true" desc:"PEM certificate chain: the traffic port serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN, whatever APP_HTTP2 says); set with APP_TLS_KEY_FILE or not at all. The admin port stays plain HTTP"`
-	TLSKeyFile        string        `split_words:"true" desc:"PEM private key of APP_TLS_CERT_FILE"`
-	TLSClientCAFile   string        `split_words:"true" desc:"PEM CA certificates: if set, clients must present a certificate they signed (mutual TLS); needs APP_TLS_CERT_FILE"`
-	TLSReloadInterval time.Duration `split_words:"true" default:"10s" desc:"also re-read the TLS files this often, besides watching their directories; 0 watches only"`
+	TLSCertFile       string        `envconfig:"TLS_CERT_FILE" desc:"PEM certificate chain: the traffic port serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN, whatever APP_HTTP2 says); set with APP_TLS_KEY_FILE or not at all. The admin port stays plain HTTP"`
+	TLSKeyFile        string        `envconfig:"TLS_KEY_FILE" desc:"PEM private key of APP_TLS_CERT_FILE"`
+	TLSClientCAFile   string        `envconfig:"TLS_CLIENT_CA_FILE" desc:"PEM CA certificates: if set, clients must present a certificate they signed (mutual TLS); needs APP_TLS_CERT_FILE"`
+	TLSReloadInterval time.Duration `envconfig:"TLS_RELOAD_INTERVAL" default:"10s" desc:"also re-read the TLS files this often, besides watching their directories; 0 watches only"`
 
-	SlowMax time.Duration `split_words:"true" default:"30s" desc:"cap on the duration the example /slow endpoint sleeps"`
+	SlowMax time.Duration `envconfig:"SLOW_MAX" default:"30s" desc:"cap on the duration the example /slow endpoint sleeps"`
 
-	GRPCAddr                         string        `split_words:"true" default:"" desc:"gRPC listener address (host:port); empty disables the gRPC server"`
-	GRPCReflection                   bool          `split_words:"true" default:"false" desc:"serve gRPC server reflection (grpcurl, grpcui) on the gRPC port"`
-	GRPCKeepaliveMinTime             time.Duration `split_words:"true" default:"10s" desc:"shortest interval between client keepalive pings the gRPC server accepts; faster pingers get GOAWAY too_many_pings"`
-	GRPCKeepalivePermitWithoutStream bool          `split_words:"true" default:"true" desc:"accept client keepalive pings on gRPC connections with no RPC open"`
-	GRPCMaxConnectionAge             time.Duration `split_words:"true" default:"5m" desc:"send GOAWAY to a gRPC connection this long after it opened (±10%), so clients rebalance across pods; 0 disables"`
-	GRPCMaxConnectionAgeGrace        time.Duration `split_words:"true" default:"0s" desc:"after that GOAWAY, cut RPCs still open this long later; 0 waits for them without limit"`
-	GRPCStreamWorkers                int           `split_words:"true" default:"32" desc:"goroutines kept to run gRPC streams, so an RPC does not grow a fresh goroutine's stack; a stream arriving while all are busy gets its own goroutine; 0 starts one per stream (grpc-go's default); at most 4096"`
+	GRPCAddr                         string        `envconfig:"GRPC_ADDR" default:"" desc:"gRPC listener address (host:port); empty disables the gRPC server"`
+	GRPCReflection                   bool          `envconfig:"GRPC_REFLECTION" default:"false" desc:"serve gRPC server reflection (grpcurl, grpcui) on the gRPC port"`
+	GRPCKeepaliveMinTime             time.Duration `envconfig:"GRPC_KEEPALIVE_MIN_TIME" default:"10s" desc:"shortest interval between client keepalive pings the gRPC server accepts; faster pingers get GOAWAY too_many_pings"`
+	GRPCKeepalivePermitWithoutStream bool          `envconfig:"GRPC_KEEPALIVE_PERMIT_WITHOUT_STREAM" default:"true" desc:"accept client keepalive pings on gRPC connections with no RPC open"`
+	GRPCMaxConnectionAge             time.Duration `envconfig:"GRPC_MAX_CONNECTION_AGE" default:"5m" desc:"send GOAWAY to a gRPC connection this long after it opened (±10%), so clients rebalance across pods; 0 disables"`
+	GRPCMaxConnectionAgeGrace        time.Duration `envconfig:"GRPC_MAX_CONNECTION_AGE_GRACE" default:"0s" desc:"after that GOAWAY, cut RPCs still open this long later; 0 waits for them without limit"`
+	GRPCStreamWorkers                int           `envconfig:"GRPC_STREAM_WORKERS" default:"32" desc:"goroutines kept to run gRPC streams, so an RPC does not grow a fresh goroutine's stack; a stream arriving while all are busy gets its own goroutine; 0 starts one per stream (grpc-go's default); at most 4096"`
 
-	CheckTCP      []string      `split_words:"true" desc:"comma-separated host:port dependencies that must accept TCP connections for readiness"`
-	CheckHTTP     []string      `split_words:"true" secret:"true" desc:"comma-separated URLs that must answer 2xx for readiness"`
-	CheckInterval time.Duration `split_words:"true" default:"10s" desc:"how often dependency checks run (in the background)"`
-	CheckTimeout  time.Duration `split_words:"true" default:"2s" desc:"timeout of one dependency check"`
+	CheckTCP      []string      `envconfig:"CHECK_TCP" desc:"comma-separated host:port dependencies that must accept TCP connections for readiness"`
+	CheckHTTP     []string      `envconfig:"CHECK_HTTP" secret:"true" desc:"comma-separated URLs that must answer 2xx for readiness"`
+	CheckInterval time.Duration `envconfig:"CHECK_INTERVAL" default:"10s" desc:"how often dependency checks run (in the background)"`
+	CheckTimeout  time.Duration `envconfig:"CHECK_TIMEOUT" default:"2s" desc:"timeout of one dependency check"`
 
-	MemoryLimitRatio float64 `split_words:"true" default:"0.9" desc:"set the Go soft memory limit to this fraction of the cgroup memory limit, in (0, 1]; an explicit GOMEMLIMIT wins"`
+	MemoryLimitRatio float64 `envconfig:"MEMORY_LIMIT_RATIO" default:"0.9" desc:"set the Go soft memory limit to this fraction of the cgroup memory limit, in (0, 1]; an explicit GOMEMLIMIT wins"`
 
-	LogFormat  string `split_words:"true" default:"json" desc:"log format: json or text"`
-	LogLevel   string `split_words:"true" default:"info" desc:"log level: debug, info, warn or error"`
-	RequestLog bool   `split_words:"true" default:"false" desc:"log one line per request (with trace_id and span_id)"`
+	LogFormat  string `envconfig:"LOG_FORMAT" default:"json" desc:"log format: json or text"`
+	LogLevel   string `envconfig:"LOG_LEVEL" default:"info" desc:"log level: debug, info, warn or error"`
+	RequestLog bool   `envconfig:"REQUEST_LOG" default:"false" desc:"log one line per request (with trace_id and span_id)"`
 
-	Pprof bool `default:"false" desc:"serve net/http/pprof under /debug/pprof/ on the admin port (CPU, heap and allocation profiles, execution traces); the admin port must stay off the Service"`
+	Pprof bool `envconfig:"PPROF" default:"false" desc:"serve net/http/pprof under /debug/pprof/ on the admin port (CPU, heap and allocation profiles, execution traces); the admin port must stay off the Service"`
 }
 
 // Error is a configuration error. Its message names the variable and the
@@ -372,31 +372,14 @@ func Variable(field string) string {
 	return variableName(field)
 }
 
-var (
-	wordRegexp    = regexp.MustCompile("([^A-Z]+|[A-Z]+[^A-Z]+|[A-Z]+)")
-	acronymRegexp = regexp.MustCompile("([A-Z]+)([A-Z][^A-Z]+)")
-)
-
-// variableName applies envconfig's naming to a field name: its envconfig
-// tag if it has one (HTTP2 is APP_HTTP2), else the split_words rule
-// (HTTPAddr is APP_HTTP_ADDR), without envconfig's usage template, which
-// costs about 0.4 ms a call on the start-up path. TestVariableNameMatchesEnvconfig
-// keeps the two in step.
+// variableName is the variable of a Config field: APP_ and its envconfig
+// tag, which every field has (TestEveryFieldNamesItsVariable), so neither
+// envconfig nor this function splits field names into words with regular
+// expressions on the start-up path. TestVariableNameMatchesEnvconfig
+// checks it against envconfig's own usage output.
 func variableName(field string) string {
-	if f, ok := reflect.TypeFor[Config]().FieldByName(field); ok {
-		if key := f.Tag.Get("envconfig"); key != "" {
-			return strings.ToUpper(Prefix + "_" + key)
-		}
-	}
-	var words []string
-	for _, w := range wordRegexp.FindAllString(field, -1) {
-		if m := acronymRegexp.FindStringSubmatch(w); len(m) == 3 {
-			words = append(words, m[1], m[2])
-		} else {
-			words = append(words, w)
-		}
-	}
-	return strings.ToUpper(Prefix + "_" + strings.Join(words, "_"))
+	f, _ := reflect.TypeFor[Config]().FieldByName(field)
+	return Prefix + "_" + f.Tag.Get("envconfig")
 }
 
 // Var describes one environment variable the service reads.
@@ -449,7 +432,8 @@ func Usage(w io.Writer) error {
 // for a Service whose name starts with "app" ("app", "app-admin": upper-cased,
 // "-" as "_"): NAME_SERVICE_HOST, NAME_SERVICE_PORT, NAME_SERVICE_PORT_PORTNAME,
 // NAME_PORT, NAME_PORT_8080_TCP and its _PROTO, _PORT and _ADDR.
-var serviceLink = regexp.MustCompile(`^APP(_[A-Z0-9_]*[A-Z0-9])?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9][A-Z0-9_]*[A-Z0-9]|_[A-Z0-9])?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
+// It is compiled only when a variable needs it: most runs have none.
+const serviceLink = `^APP(_[A-Z0-9_]*[A-Z0-9])?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9][A-Z0-9_]*[A-Z0-9]|_[A-Z0-9])?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`
 
 // Unknown returns the APP_* variables in environ ("KEY=value" pairs) that the
 // service does not read, most likely typos. Kubernetes service-link variables
@@ -460,9 +444,16 @@ func Unknown(environ []string) []string {
 		known[variableName(f.Name)] = true
 	}
 	var unknown []string
+	var link *regexp.Regexp
 	for _, kv := range environ {
 		key, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(key, Prefix+"_") && !known[key] && !serviceLink.MatchString(key) {
+		if !strings.HasPrefix(key, Prefix+"_") || known[key] {
+			continue
+		}
+		if link == nil {
+			link = regexp.MustCompile(serviceLink)
+		}
+		if !link.MatchString(key) {
 			unknown = append(unknown, key)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -569,6 +570,20 @@ func TestVariableNameMatchesEnvconfig(t *testing.T) {
 	}
 	if got := config.Variable("NoSuchField"); got != "NoSuchField" {
 		t.Errorf("Variable of an unknown field = %q, want it unchanged", got)
+	}
+}
+
+// TestEveryFieldNamesItsVariable: variableName relies on every field
+// carrying its name, upper case, words joined by "_".
+func TestEveryFieldNamesItsVariable(t *testing.T) {
+	valid := regexp.MustCompile(`^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$`)
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[config.Config]()) {
+		if key := f.Tag.Get("envconfig"); !valid.MatchString(key) {
+			t.Errorf("field %s: envconfig tag %q, want its variable name without APP_ (upper case, words joined by _)", f.Name, key)
+		}
+		if f.Tag.Get("split_words") != "" {
+			t.Errorf("field %s: split_words makes envconfig split the name with regular expressions at start-up; name it in the envconfig tag", f.Name)
+		}
 	}
 }
 
