@@ -48,7 +48,7 @@ var (
 	h2Conns       = flag.Int("h2-conns", 8, "h2load connections (-c) in the h2 section")
 	h2Streams     = flag.Int("h2-streams", 16, "h2load concurrent streams per connection (-m) in the h2 section")
 	keep          = flag.Bool("keep", false, "keep the work directory (binaries, pprof and cachegrind files) and print its path")
-	only          = flag.String("only", "", "comma list of sections to run (size,throughput,pprof,perf,h2,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
+	only          = flag.String("only", "", "comma list of sections to run (size,throughput,pprof,perf,h2,h2pprof,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
 )
 
 func main() {
@@ -136,9 +136,9 @@ func run() error {
 	b.machine()
 	sections := map[string]func() error{
 		"size": b.sizes, "throughput": b.throughputMatrix, "pprof": b.pprof, "perf": b.perf, "h2": b.h2, "grpc": b.grpc, "callgrind": b.callgrind,
-		"startup": b.startup, "shutdown": b.shutdown, "probe": b.probe, "profile": b.profile,
+		"startup": b.startup, "shutdown": b.shutdown, "probe": b.probe, "profile": b.profile, "h2pprof": b.h2pprof,
 	}
-	for _, name := range []string{"size", "throughput", "pprof", "perf", "h2", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
+	for _, name := range []string{"size", "throughput", "pprof", "perf", "h2", "h2pprof", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
 		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) {
 			continue
 		}

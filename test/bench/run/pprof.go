@@ -66,7 +66,7 @@ func (b *bench) pprof() error {
 	variants := []variant{tv[0], tv[2], tv[4], tv[5], gogc(tv[2], "200"), gogc(tv[4], "200"), gogc(tv[4], "400")}
 	runs := make([]pprofRun, len(variants))
 	for i, v := range variants {
-		r, err := b.pprofOnce(v, i)
+		r, err := b.pprofOnce(v, i, b.wrkLoad)
 		if err != nil {
 			return fmt.Errorf("%s: %w", v.name, err)
 		}
@@ -149,7 +149,69 @@ func (b *bench) startProfiled(v variant, godebug string, stderr io.Writer) (*pro
 	return p, base, nil
 }
 
-func (b *bench) pprofOnce(v variant, i int) (pprofRun, error) {
+// loadFunc drives a profiled server at url for d and returns the requests
+// it completed and their rate.
+type loadFunc func(url string, d time.Duration) (requests, rps float64, err error)
+
+// wrkLoad is the pprof section's load: wrk with pprofConns connections.
+func (b *bench) wrkLoad(url string, d time.Duration) (float64, float64, error) {
+	w, err := b.wrk(url, d, pprofConns)
+	return w.requests, w.rps, err
+}
+
+// h2Load is the h2pprof section's load: h2load as the h2 section runs it.
+func (b *bench) h2Load(url string, d time.Duration) (float64, float64, error) {
+	r, err := b.h2load(url, d)
+	return r.succeeded, r.rps, err
+}
+
+// h2pprof profiles HTTP/2 (h2c) the way pprof profiles HTTP/1.1: bare with
+// BARE_H2C=1 and kubeskel defaults under h2load, pinned; CPU by category
+// and the functions where kubeskel spends more per request.
+func (b *bench) h2pprof() error {
+	if _, err := exec.LookPath("h2load"); err != nil {
+		return fmt.Errorf("h2load not found: apt-get install nghttp2-client")
+	}
+	variants := []variant{withEnv(b.variants[0], b.variants[0].name+", h2c (BARE_H2C=1)", "BARE_H2C=1"), b.variants[1]}
+	runs := make([]pprofRun, len(variants))
+	for i, v := range variants {
+		r, err := b.pprofOnce(v, 100+i, b.h2Load)
+		if err != nil {
+			return fmt.Errorf("%s: %w", v.name, err)
+		}
+		runs[i] = r
+		fmt.Fprintf(os.Stderr, "  h2pprof %s: %.0f req/s, %.1f µs CPU/request\n", v.name, r.rps, perReqUS(r.cpuTotal, r.requests))
+	}
+	fmt.Fprintf(b.out, "\n## HTTP/2 profiles (h2load -c %d -m %d for %v after 1 s of warm-up, server pinned with GOMAXPROCS=1; pprof CPU profile at 100 Hz, allocations made during the run)\n\n", *h2Conns, *h2Streams, *pprofDuration)
+	fmt.Fprintf(b.out, "| variant | req/s (profiled) | CPU µs/request (profile) | allocations/request | bytes/request | GC cycles per 10k requests |\n|---|---:|---:|---:|---:|---:|\n")
+	for i, v := range variants {
+		r := runs[i]
+		fmt.Fprintf(b.out, "| %s | %.0f | %.2f | %.1f | %.0f | %.2f |\n", v.name, r.rps, perReqUS(r.cpuTotal, r.requests),
+			r.allocObjects/r.requests, r.allocBytes/r.requests, float64(r.gcs)*1e4/r.requests)
+	}
+	cats := map[string][2]float64{}
+	for i, r := range runs {
+		for fn, d := range r.cpu {
+			c := cats[cpuCategory(fn)]
+			c[i] += float64(d) / r.requests
+			cats[cpuCategory(fn)] = c
+		}
+	}
+	names := make([]string, 0, len(cats))
+	for c := range cats {
+		names = append(names, c)
+	}
+	sort.Slice(names, func(i, j int) bool { return cats[names[i]][1] > cats[names[j]][1] })
+	fmt.Fprintf(b.out, "\nCPU ns/request by where the CPU is (flat time, the pprof section's rules):\n\n| where | %s | %s | difference |\n|---|---:|---:|---:|\n", variants[0].name, variants[1].name)
+	for _, c := range names {
+		fmt.Fprintf(b.out, "| %s | %.0f | %.0f | %+.0f |\n", c, cats[c][0], cats[c][1], cats[c][1]-cats[c][0])
+	}
+	fmt.Fprintf(b.out, "\nFunctions with the most flat CPU more than bare h2c, kubeskel defaults (ns/request):\n\n")
+	b.printTopDiff(runs[1], runs[0], 15)
+	return nil
+}
+
+func (b *bench) pprofOnce(v variant, i int, load loadFunc) (pprofRun, error) {
 	var r pprofRun
 	dir := filepath.Join(b.dir, fmt.Sprintf("pprof-%d", i))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -165,7 +227,7 @@ func (b *bench) pprofOnce(v variant, i int) (pprofRun, error) {
 		return r, err
 	}
 	defer p.stop(30 * time.Second)
-	if _, err := b.wrk(p.url(), time.Second, pprofConns); err != nil { // warm-up
+	if _, _, err := load(p.url(), time.Second); err != nil { // warm-up
 		return r, err
 	}
 	before, after, cpu := filepath.Join(dir, "allocs-before"), filepath.Join(dir, "allocs-after"), filepath.Join(dir, "cpu")
@@ -180,7 +242,7 @@ func (b *bench) pprofOnce(v variant, i int) (pprofRun, error) {
 	// -pprof-duration.
 	cpuErr := make(chan error, 1)
 	go func() { cpuErr <- fetch(fmt.Sprintf("%sprofile?seconds=%d", base, int(pprofDuration.Seconds())), cpu) }()
-	w, err := b.wrk(p.url(), *pprofDuration, pprofConns)
+	requests, rps, err := load(p.url(), *pprofDuration)
 	if perr := <-cpuErr; err == nil {
 		err = perr
 	}
@@ -190,7 +252,7 @@ func (b *bench) pprofOnce(v variant, i int) (pprofRun, error) {
 	if err := fetch(base+"allocs", after); err != nil {
 		return r, err
 	}
-	r.requests, r.rps = w.requests, w.rps
+	r.requests, r.rps = requests, rps
 
 	lines, total, err := pprofTop(cpu, "-unit=ns")
 	if err != nil {
