@@ -124,7 +124,7 @@ func (b *bench) grpc() error {
 			// Pinned to one CPU, grpc-go's servers contend on runtime locks,
 			// whose spinning reads the clock with RDTSCP, which valgrind 3.19
 			// cannot run (SIGILL in runtime.cputicks): make Go use RDTSC.
-			env := []string{"GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off", fmt.Sprintf("%s=127.0.0.1:%d", v.addrVar, port)}
+			env := []string{valgrindGODEBUG, fmt.Sprintf("%s=127.0.0.1:%d", v.addrVar, port)}
 			_, r, err := b.callgrindWith(v.variant, *cgRequests, env, grpcDriver(port))
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
@@ -133,7 +133,7 @@ func (b *bench) grpc() error {
 			fmt.Fprintf(os.Stderr, "  rep %d %s: %.0f instr/call\n", rep+1, v.name, r)
 		}
 	}
-	fmt.Fprintf(b.out, "\n## gRPC user-space instructions per unary call (callgrind, GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off, %d sequential Echo.Say calls on one connection per run, %d runs)\n\n", *cgRequests, cgReps)
+	fmt.Fprintf(b.out, "\n## gRPC user-space instructions per unary call (callgrind, %s, %d sequential Echo.Say calls on one connection per run, %d runs)\n\n", valgrindGODEBUG, *cgRequests, cgReps)
 	fmt.Fprintf(b.out, "| variant | instr/call median (min–max) | × bare |\n|---|---:|---:|\n")
 	bare := median(per[0])
 	for i, v := range variants {
