@@ -47,6 +47,8 @@ type Result struct {
 	// H2Retried: over HTTP/2, Go's Transport sent the request again on
 	// another stream and the retry succeeded (see Load.do); not a failure.
 	H2Retried bool
+	// Fresh: sent on a connection of its own (Config.FreshEvery).
+	Fresh bool
 }
 
 // Failure kinds. A request fails when it gets no response (transport error,
@@ -80,13 +82,21 @@ type Config struct {
 	SlowMax   time.Duration // /slow durations spread over [SlowMax/10, SlowMax]
 	SlowEvery int           // one request in SlowEvery is /slow
 	EchoEvery int           // one in EchoEvery is POST /echo
-	Debug     bool          // print bad bodies and the worst latency of each second to standard error
+	// FreshEvery, if positive, sends one request in FreshEvery (HTTP/1.1
+	// only) on a new connection of its own, closed after the response: a
+	// client that connects anew every time. Through a Service each such
+	// connection is routed anew, so these requests meet a routing change as
+	// soon as it happens; pooled connections meet it only when the pool
+	// next dials, which a pool with idle connections rarely needs to do.
+	FreshEvery int
+	Debug      bool // print bad bodies and the worst latency of each second to standard error
 }
 
 // Load is one open-loop run. Create it with New, start it with Run.
 type Load struct {
 	cfg      Config
 	clients  []*http.Client // request i uses clients[i%len(clients)]
+	fresh    *http.Client   // no keep-alive: Config.FreshEvery
 	results  []Result
 	start    time.Time
 	launched atomic.Int64
@@ -112,6 +122,10 @@ func New(cfg Config) *Load {
 		ForceAttemptHTTP2:   false,
 	}
 	clients := []*http.Client{{Transport: tr, Timeout: cfg.Timeout}}
+	fresh := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       (&net.Dialer{Timeout: time.Second}).DialContext,
+	}}
 	frames := &H2Frames{}
 	if cfg.H2 {
 		// One Transport per connection: Go's HTTP/2 Transport multiplexes
@@ -140,6 +154,7 @@ func New(cfg Config) *Load {
 	return &Load{
 		cfg:      cfg,
 		clients:  clients,
+		fresh:    fresh,
 		frames:   frames,
 		results:  make([]Result, cfg.Total),
 		finished: make(chan struct{}),
@@ -253,7 +268,11 @@ func (l *Load) do(i int, scheduled time.Time) Result {
 	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
 	req = req.WithContext(httptrace.WithClientTrace(context.Background(), trace))
 
-	resp, err := l.clients[i%len(l.clients)].Do(req)
+	client := l.clients[i%len(l.clients)]
+	if n := l.cfg.FreshEvery; n > 0 && !l.cfg.H2 && i%n == n-1 {
+		client, r.Fresh = l.fresh, true
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		r.DoneAt = time.Now()
 		r.Latency = r.DoneAt.Sub(scheduled)
@@ -340,11 +359,14 @@ func (l *Load) LastServed() map[string]time.Time {
 type Summary struct {
 	Requests int
 	H2Retry  int // HTTP/2 requests Go's client retried after the peer refused the stream (not failures)
-	Failures map[string]int
-	ByStatus map[int]int
-	P50, P99 time.Duration // requests other than /slow
-	SlowP99  time.Duration
-	Max      time.Duration
+	// Fresh and FreshFailed count the requests sent on connections of
+	// their own (Config.FreshEvery), and those of them that failed.
+	Fresh, FreshFailed int
+	Failures           map[string]int
+	ByStatus           map[int]int
+	P50, P99           time.Duration // requests other than /slow
+	SlowP99            time.Duration
+	Max                time.Duration
 }
 
 // Summarize aggregates the results. Call it after Finished.
@@ -358,6 +380,12 @@ func (l *Load) Summarize() Summary {
 		}
 		if r.H2Retried {
 			s.H2Retry++
+		}
+		if r.Fresh {
+			s.Fresh++
+			if r.Fail != "" {
+				s.FreshFailed++
+			}
 		}
 		if r.Fail != "" {
 			s.Failures[r.Fail]++
