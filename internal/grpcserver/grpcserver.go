@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/kubeskel/kubeskel/internal/stopwatch"
 )
 
 // Options configures a Server. Zero durations take grpc-go's defaults
@@ -86,6 +88,7 @@ type Server struct {
 
 	inFlight atomic.Int64
 	arrivals atomic.Uint64
+	clock    stopwatch.Epoch // times RPCs
 	// handlers is the parent of every handler's context: cancelled
 	// CancelMargin before the shutdown deadline.
 	handlers      context.Context
@@ -123,7 +126,7 @@ func Listen(name, addr string, o Options) (*Server, error) {
 	if o.ReadyInterval <= 0 {
 		o.ReadyInterval = 200 * time.Millisecond
 	}
-	s := &Server{name: name, lis: lis, opts: o, health: health.NewServer(),
+	s := &Server{name: name, lis: lis, opts: o, health: health.NewServer(), clock: stopwatch.New(),
 		stopped: make(chan struct{}), readyStop: make(chan struct{})}
 	s.handlers, s.stopHandlers = context.WithCancel(context.Background())
 	s.srvOpt = []grpc.ServerOption{

@@ -322,14 +322,16 @@ func TestPanicBecomesInternal(t *testing.T) {
 	}
 }
 
-// Observe gets every RPC with its method and code.
+// Observe gets every RPC with its method, code and duration.
 func TestObserveMethodAndCode(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
-	s := start(t, grpcserver.Options{Obs: grpcserver.Observability{Observe: func(m, code string, _ time.Duration) {
+	var durations []time.Duration
+	s := start(t, grpcserver.Options{Obs: grpcserver.Observability{Observe: func(m, code string, d time.Duration) {
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, m+" "+code)
+		durations = append(durations, d)
 	}}})
 	cc, _ := client(t, s)
 	echo := echov1.NewEchoClient(cc)
@@ -339,11 +341,26 @@ func TestObserveMethodAndCode(t *testing.T) {
 	st, _ := echo.Count(context.Background(), &echov1.CountRequest{Count: 1, IntervalMs: 120_000})
 	for _, err := st.Recv(); err == nil; _, err = st.Recv() {
 	}
+	// Two messages 30 ms apart: the stream takes at least 30 ms.
+	const interval = 30 * time.Millisecond
+	before := time.Now()
+	st, _ = echo.Count(context.Background(), &echov1.CountRequest{Count: 2, IntervalMs: uint32(interval.Milliseconds())})
+	for _, err := st.Recv(); err == nil; _, err = st.Recv() {
+	}
+	took := time.Since(before)
 	mu.Lock()
 	defer mu.Unlock()
-	want := []string{"/kubeskel.echo.v1.Echo/Say OK", "/kubeskel.echo.v1.Echo/Count InvalidArgument"}
+	want := []string{"/kubeskel.echo.v1.Echo/Say OK", "/kubeskel.echo.v1.Echo/Count InvalidArgument", "/kubeskel.echo.v1.Echo/Count OK"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Errorf("observed %v, want %v", got, want)
+		t.Fatalf("observed %v, want %v", got, want)
+	}
+	if d := durations[2]; d < interval || d > took {
+		t.Errorf("Count observed taking %v, want at least %v and at most the %v the client waited", d, interval, took)
+	}
+	for i, d := range durations[:2] {
+		if d < 0 || d > took {
+			t.Errorf("RPC %d observed taking %v", i, d)
+		}
 	}
 }
 

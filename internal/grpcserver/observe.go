@@ -63,7 +63,7 @@ func (s *Server) begin(ctx context.Context, fullMethod string) (context.Context,
 		s.arrivals.Add(1)
 	}
 	s.inFlight.Add(1)
-	start := time.Now()
+	start := s.clock.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	unlink := context.AfterFunc(s.handlers, cancel)
 	o := &s.opts.Obs
@@ -74,13 +74,13 @@ func (s *Server) begin(ctx context.Context, fullMethod string) (context.Context,
 	return ctx, func(err error) error {
 		st, _ := status.FromError(err)
 		code := st.Code()
-		d := time.Since(start)
+		d := s.clock.Now() - start
 		end(uint32(code), st.Message())
 		if o.Observe != nil {
 			o.Observe(fullMethod, code.String(), d)
 		}
 		if o.RequestLog && o.Logger != nil {
-			logging.LogAttrsAt(ctx, o.Logger, start.Add(d), slog.LevelInfo, "rpc",
+			logging.LogAttrsAt(ctx, o.Logger, time.Now(), slog.LevelInfo, "rpc",
 				slog.String("method", fullMethod), slog.String("code", code.String()),
 				slog.Float64("duration_ms", float64(d.Microseconds())/1000))
 		}

@@ -104,6 +104,7 @@ func receive[T any](t *testing.T, what string, ch <-chan T) T {
 // record is one captured log record.
 type record struct {
 	ctx   context.Context
+	time  time.Time
 	level slog.Level
 	msg   string
 	attrs map[string]string
@@ -118,7 +119,7 @@ type logCapture struct {
 func (*logCapture) Enabled(context.Context, slog.Level) bool { return true }
 
 func (c *logCapture) Handle(ctx context.Context, r slog.Record) error {
-	rec := record{ctx: ctx, level: r.Level, msg: r.Message, attrs: map[string]string{}}
+	rec := record{ctx: ctx, time: r.Time, level: r.Level, msg: r.Message, attrs: map[string]string{}}
 	r.Attrs(func(a slog.Attr) bool {
 		rec.attrs[a.Key] = a.Value.String()
 		return true

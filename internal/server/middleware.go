@@ -119,7 +119,8 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 				h2.streams.Add(1)
 			}
 		}
-		start := time.Now()
+		// A monotonic reading: the wall clock is read only for the log line.
+		start := s.clock.Now()
 		rw := &responseWriter{ResponseWriter: w, srv: s, ctx: r.Context()}
 		defer func() {
 			p := recover()
@@ -155,7 +156,7 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 			if status == 0 {
 				status = http.StatusOK // hijacked: the handler answered outside HTTP
 			}
-			d := time.Since(start)
+			d := s.clock.Now() - start
 			route := rw.route
 			if route == nil {
 				route = unmatched
@@ -164,8 +165,7 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 				route.Observe(normalizeMethod(r.Method), status, d)
 			}
 			if o.RequestLog && o.Logger != nil {
-				// start+d is now: one clock read less.
-				logging.LogAttrsAt(rw.ctx, o.Logger, start.Add(d), slog.LevelInfo, "request",
+				logging.LogAttrsAt(rw.ctx, o.Logger, time.Now(), slog.LevelInfo, "request",
 					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", rw.routeName),
 					slog.Int("status", status), slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote", r.RemoteAddr))
 			}

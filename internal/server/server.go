@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kubeskel/kubeskel/internal/stopwatch"
 )
 
 // Options are the http.Server limits. Zero ReadTimeout and WriteTimeout mean
@@ -63,6 +65,7 @@ type Server struct {
 
 	inFlight atomic.Int64
 	arrivals atomic.Uint64
+	clock    stopwatch.Epoch // times requests
 	draining atomic.Bool
 	// closeOnDrain: responses carry "Connection: close" once draining.
 	closeOnDrain bool
@@ -84,7 +87,7 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 	// context: a SIGTERM must not cancel requests that are still being served.
 	base, cancel := context.WithCancel(context.Background())
 	shuttingDown := make(chan struct{})
-	s := &Server{name: name, ln: ln, logger: o.Logger, cancelRequests: cancel, shuttingDown: shuttingDown,
+	s := &Server{name: name, ln: ln, logger: o.Logger, cancelRequests: cancel, shuttingDown: shuttingDown, clock: stopwatch.New(),
 		closeOnDrain: !o.KeepConnectionsWhileDraining,
 		conns:        &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C && o.TLS == nil}}
 	if o.Traffic != nil {

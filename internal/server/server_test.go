@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -866,10 +867,16 @@ func TestRequestLog(t *testing.T) {
 			logs := &logCapture{}
 			obs := &server.Observability{Logger: slog.New(logs), RequestLog: enabled}
 			mux := server.NewMux(*obs)
-			mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) })
+			const handlerTime = 30 * time.Millisecond
+			mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(handlerTime)
+				w.WriteHeader(http.StatusAccepted)
+			})
 			s, base := serve(t, mux, server.Options{Traffic: obs})
+			before := time.Now()
 			get(t, newClient(t), base+"/items/9")
 			waitFor(t, "InFlight() == 0", func() bool { return s.InFlight() == 0 })
+			after := time.Now()
 			recs := logs.find("request")
 			if !enabled {
 				if len(recs) != 0 {
@@ -884,6 +891,15 @@ func TestRequestLog(t *testing.T) {
 				if got := recs[0].attrs[k]; got != want {
 					t.Errorf("request log %s = %q, want %q", k, got, want)
 				}
+			}
+			// The duration covers the handler; the record's time is when
+			// the request ended, on the wall clock.
+			ms, err := strconv.ParseFloat(recs[0].attrs["duration_ms"], 64)
+			if err != nil || ms < float64(handlerTime.Milliseconds()) || ms > float64(after.Sub(before).Microseconds())/1000 {
+				t.Errorf("duration_ms = %q, want at least %v and at most the %v the request took", recs[0].attrs["duration_ms"], handlerTime, after.Sub(before))
+			}
+			if rt := recs[0].time; rt.Before(before.Add(handlerTime)) || rt.After(after) {
+				t.Errorf("record time %v, want between %v and %v", rt, before.Add(handlerTime), after)
 			}
 		})
 	}
