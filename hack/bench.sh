@@ -29,5 +29,6 @@ echo "## Go benchmarks of the per-request path (no network)"
 echo
 echo '```'
 go test -run '^$' -bench BenchmarkMiddleware -benchmem -count 5 ./internal/server | grep -E '^(Benchmark|cpu:)'
+go test -run '^$' -bench BenchmarkClock -count 5 ./internal/stopwatch | grep -E '^Benchmark'
 go test -tags bench -run '^$' -bench . -benchmem -count 5 ./test/bench | grep -E '^Benchmark'
 echo '```'
