@@ -1,9 +1,8 @@
 // Package stopwatch times requests with one monotonic clock read at each
-// end. time.Now reads the wall clock and the monotonic clock (two clock
-// reads: two vDSO calls on linux/amd64; BenchmarkClock, run by make bench,
-// prints both costs); a
-// duration needs only the monotonic one, and time.Since of a time that
-// carries a monotonic reading makes exactly that one read.
+// end. time.Now reads the wall clock and the monotonic clock (two vDSO
+// calls on linux/amd64; BenchmarkClock, run by make bench, prints both
+// costs); a duration needs only the monotonic one, and time.Since of a time
+// that carries a monotonic reading makes exactly that one read.
 package stopwatch
 
 import "time"
