@@ -224,9 +224,9 @@ func (o rolloutOutcome) table(title string) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n", title)
-	fmt.Fprintf(&b, "  %-22s %d (%.0f/s over %d keep-alive connections, through the ClusterIP)\n", "requests", o.sum.Requests, o.rate, loadConns)
-	fmt.Fprintf(&b, "  %-22s %d: %s\n", "failures", o.sum.Failed(), o.sum.FailureLine())
-	fmt.Fprintf(&b, "  %-22s %d requests (one in %d), each on a connection of its own: %d failed\n", "fresh connections", o.sum.Fresh, loadFreshEvery, o.sum.FreshFailed)
+	fmt.Fprintf(&b, "  %-22s %d (%.0f/s through the ClusterIP: %d over %d keep-alive connections, %d each on a connection of its own)\n",
+		"requests", o.sum.Requests, o.rate, o.sum.Requests-o.sum.Fresh, loadConns, o.sum.Fresh)
+	fmt.Fprintf(&b, "  %-22s %d: %s (on connections of their own: %d)\n", "failures", o.sum.Failed(), o.sum.FailureLine(), o.sum.FreshFailed)
 	fmt.Fprintf(&b, "  %-22s p50 %s, p99 %s, /slow p99 %s, max %s\n", "latency", o.sum.P50.Round(time.Microsecond),
 		o.sum.P99.Round(time.Microsecond), o.sum.SlowP99.Round(time.Millisecond), o.sum.Max.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  %-22s %d (%d rollout restarts x %d replicas, %d pod deletes)\n", "terminations", o.terminations, o.restarts, loadReplicas, o.deletes)
