@@ -47,6 +47,7 @@ var (
 	starts        = flag.Int("starts", 20, "process starts for the start-up time")
 	h2Conns       = flag.Int("h2-conns", 8, "h2load connections (-c) in the h2 section")
 	h2Streams     = flag.Int("h2-streams", 16, "h2load concurrent streams per connection (-m) in the h2 section")
+	kubeskelEnv   = flag.String("kubeskel-env", "", "comma list of VAR=value added to every kubeskel variant's environment (to size a setting; the report says so)")
 	keep          = flag.Bool("keep", false, "keep the work directory (binaries, pprof and cachegrind files) and print its path")
 	only          = flag.String("only", "", "comma list of sections to run (size,throughput,pprof,perf,h2,h2pprof,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
 )
@@ -110,13 +111,22 @@ func run() error {
 		return err
 	}
 	base := []string{"PATH=" + os.Getenv("PATH"), "GOMAXPROCS=1"}
+	var extraKubeskel []string
+	if *kubeskelEnv != "" {
+		extraKubeskel = strings.Split(*kubeskelEnv, ",")
+		for _, kv := range extraKubeskel {
+			if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+				return fmt.Errorf("-kubeskel-env: %q is not VAR=value", kv)
+			}
+		}
+	}
 	ksEnv := func(extra ...string) func(int, int) []string {
 		return func(hp, ap int) []string {
 			return append(slices.Clone(base), append([]string{
 				fmt.Sprintf("APP_HTTP_ADDR=127.0.0.1:%d", hp),
 				fmt.Sprintf("APP_ADMIN_ADDR=127.0.0.1:%d", ap),
 				"APP_PRESTOP_DELAY=0",
-			}, extra...)...)
+			}, append(extra, extraKubeskel...)...)...)
 		}
 	}
 	b.variants = []variant{
@@ -199,6 +209,9 @@ func (b *bench) machine() {
 	fmt.Fprintf(b.out, "## Machine\n\n- nproc: %d\n- CPU: %s\n- kernel: %s\n- %s\n- %s\n- servers pinned to CPU %q with GOMAXPROCS=1; wrk, callgrind clients and probes on the others\n",
 		runtime.NumCPU(), cpu, strings.TrimSpace(string(kernel)), strings.TrimSpace(string(gov)),
 		strings.SplitN(strings.TrimSpace(string(wrkv)), "\n", 2)[0], b.serverCPU)
+	if *kubeskelEnv != "" {
+		fmt.Fprintf(b.out, "- **every kubeskel variant also runs with %s** (-kubeskel-env)\n", *kubeskelEnv)
+	}
 }
 
 // proc is a server under test.
