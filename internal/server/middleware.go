@@ -136,21 +136,7 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 					}
 					panic(p) // net/http's own way to abort a response: let it do so.
 				}
-				if o.Panic != nil {
-					o.Panic()
-				}
-				if o.Logger != nil {
-					o.Logger.LogAttrs(rw.ctx, slog.LevelError, "handler panic",
-						slog.String("method", r.Method), slog.String("path", r.URL.Path),
-						slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
-				}
-				switch {
-				case rw.hijacked || connHijacked(r):
-				case rw.wroteHeader:
-					abort = true
-				default:
-					http.Error(rw, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
-				}
+				abort = recovered(p, rw, r, o)
 			}
 			status := rw.status
 			if status == 0 {
@@ -165,9 +151,7 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 				route.Observe(normalizeMethod(r.Method), status, d)
 			}
 			if o.RequestLog && o.Logger != nil {
-				logging.LogAttrsAt(rw.ctx, o.Logger, time.Now(), slog.LevelInfo, "request",
-					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", rw.routeName),
-					slog.Int("status", status), slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote", r.RemoteAddr))
+				logRequest(o.Logger, rw, r, status, d)
 			}
 			s.inFlight.Add(-1)
 			if h2 != nil {
@@ -184,6 +168,37 @@ func (s *Server) middleware(next http.Handler, o Observability, unmatched RouteO
 			rw.WriteHeader(http.StatusOK)
 		}
 	})
+}
+
+// recovered handles a panic p of the handler of r (not http.ErrAbortHandler):
+// it counts and logs it, and answers 500 if no response began. It reports
+// whether the response began, in which case the caller must abort it. The
+// panic and log paths live outside the middleware's deferred function so
+// that its frame, on the stack of every request, stays small.
+func recovered(p any, rw *responseWriter, r *http.Request, o Observability) (abort bool) {
+	if o.Panic != nil {
+		o.Panic()
+	}
+	if o.Logger != nil {
+		o.Logger.LogAttrs(rw.ctx, slog.LevelError, "handler panic",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
+	}
+	switch {
+	case rw.hijacked || connHijacked(r):
+	case rw.wroteHeader:
+		return true
+	default:
+		http.Error(rw, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+	}
+	return false
+}
+
+// logRequest writes the request log line of r.
+func logRequest(l *slog.Logger, rw *responseWriter, r *http.Request, status int, d time.Duration) {
+	logging.LogAttrsAt(rw.ctx, l, time.Now(), slog.LevelInfo, "request",
+		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", rw.routeName),
+		slog.Int("status", status), slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote", r.RemoteAddr))
 }
 
 // connHijacked reports whether the handler of r hijacked its connection by a
