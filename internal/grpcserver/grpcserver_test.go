@@ -342,9 +342,10 @@ func TestObserveMethodAndCode(t *testing.T) {
 	for _, err := st.Recv(); err == nil; _, err = st.Recv() {
 	}
 	// Two messages 30 ms apart: the stream takes at least 30 ms.
-	const interval = 30 * time.Millisecond
+	const intervalMs = 30
+	const interval = intervalMs * time.Millisecond
 	before := time.Now()
-	st, _ = echo.Count(context.Background(), &echov1.CountRequest{Count: 2, IntervalMs: uint32(interval.Milliseconds())})
+	st, _ = echo.Count(context.Background(), &echov1.CountRequest{Count: 2, IntervalMs: intervalMs})
 	for _, err := st.Recv(); err == nil; _, err = st.Recv() {
 	}
 	took := time.Since(before)
