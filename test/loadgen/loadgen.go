@@ -111,6 +111,7 @@ type Load struct {
 
 // New returns a load for cfg; nothing is sent before Run.
 func New(cfg Config) *Load {
+	dialer := &net.Dialer{Timeout: time.Second}
 	tr := &http.Transport{
 		// A fixed pool of keep-alive connections, like a real client
 		// population behind one load balancer.
@@ -118,13 +119,13 @@ func New(cfg Config) *Load {
 		MaxIdleConnsPerHost: cfg.Conns,
 		MaxConnsPerHost:     cfg.Conns,
 		IdleConnTimeout:     60 * time.Second,
-		DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
+		DialContext:         dialer.DialContext,
 		ForceAttemptHTTP2:   false,
 	}
 	clients := []*http.Client{{Transport: tr, Timeout: cfg.Timeout}}
 	fresh := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{
 		DisableKeepAlives: true,
-		DialContext:       (&net.Dialer{Timeout: time.Second}).DialContext,
+		DialContext:       dialer.DialContext,
 	}}
 	frames := &H2Frames{}
 	if cfg.H2 {
@@ -136,12 +137,11 @@ func New(cfg Config) *Load {
 		for range cfg.Conns {
 			var p http.Protocols
 			p.SetUnencryptedHTTP2(true)
-			d := &net.Dialer{Timeout: time.Second}
 			h2 := &http.Transport{
 				Protocols:       &p,
 				IdleConnTimeout: 60 * time.Second,
 				DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-					c, err := d.DialContext(ctx, network, addr)
+					c, err := dialer.DialContext(ctx, network, addr)
 					if err != nil {
 						return nil, err
 					}

@@ -126,7 +126,7 @@ func run() error {
 				fmt.Sprintf("APP_HTTP_ADDR=127.0.0.1:%d", hp),
 				fmt.Sprintf("APP_ADMIN_ADDR=127.0.0.1:%d", ap),
 				"APP_PRESTOP_DELAY=0",
-			}, append(extra, extraKubeskel...)...)...)
+			}, slices.Concat(extra, extraKubeskel)...)...)
 		}
 	}
 	b.variants = []variant{
