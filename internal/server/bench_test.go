@@ -135,18 +135,7 @@ func BenchmarkHTTP1Loopback(b *testing.B) {
 				name = mode + "/h2c"
 			}
 			b.Run(name, func(b *testing.B) {
-				s, err := Listen("bench", "127.0.0.1:0", hello, Options{H2C: h2c, Traffic: &Observability{}})
-				if err != nil {
-					b.Fatal(err)
-				}
-				served := make(chan error, 1)
-				go func() { served <- s.Serve() }()
-				b.Cleanup(func() {
-					s.Close()
-					if err := <-served; err != nil {
-						b.Errorf("Serve: %v", err)
-					}
-				})
+				s := listenAndServe(b, hello, Options{H2C: h2c, Traffic: &Observability{}}, nil)
 				d := &net.Dialer{}
 				dial := func() (net.Conn, *bufio.Reader) {
 					c, err := d.DialContext(context.Background(), "tcp", s.Addr().String())

@@ -17,8 +17,9 @@ type conns struct {
 	mu   sync.Mutex
 	open map[*conn]struct{} // accepted and not yet finished (see finishLocked)
 
-	shutdown <-chan struct{} // closed when Shutdown begins
-	h2c      bool            // the server serves cleartext HTTP/2 too
+	shutdown <-chan struct{}  // closed when Shutdown begins
+	h2c      bool             // the server serves cleartext HTTP/2 too
+	sweeper  *deadlineSweeper // applies coarse read deadlines; nil: none are coarse
 
 	// shutdownBegan is set by the server's RegisterOnShutdown hook, which
 	// net/http runs only after it stopped serving new requests.
@@ -50,6 +51,14 @@ type conn struct {
 	// streams is the number of requests in flight on an HTTP/2 connection,
 	// counted by the traffic middleware from handler start to return.
 	streams atomic.Int64
+	// Read and write deadlines (deadline.go): rd is the coarse read
+	// deadline (since the sweeper's epoch; 0: none; rdFired: applied);
+	// rdArmed and wdArmed say whether the connection itself has a read or
+	// write deadline. dlMu orders the changes that set the connection's own.
+	rd      atomic.Int64
+	rdArmed atomic.Bool
+	wdArmed atomic.Bool
+	dlMu    sync.Mutex
 	// Guarded by cs.mu.
 	closed    bool
 	longLived int // LongLived registrations not yet done

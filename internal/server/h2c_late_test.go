@@ -47,18 +47,7 @@ func TestH2CConnAfterGoAwaySweep(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "late") })
-			s, err := Listen("http", "127.0.0.1:0", h, Options{H2C: true, Traffic: &Observability{}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			served := make(chan error, 1)
-			go func() { served <- s.Serve() }()
-			t.Cleanup(func() {
-				s.Close()
-				if err := <-served; err != nil {
-					t.Errorf("Serve returned %v, want nil after Close", err)
-				}
-			})
+			s := listenAndServe(t, h, Options{H2C: true, Traffic: &Observability{}}, nil)
 
 			raw, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", s.Addr().String())
 			if err != nil {

@@ -89,7 +89,8 @@ func Listen(name, addr string, h http.Handler, o Options) (*Server, error) {
 	shuttingDown := make(chan struct{})
 	s := &Server{name: name, ln: ln, logger: o.Logger, cancelRequests: cancel, shuttingDown: shuttingDown, clock: stopwatch.New(),
 		closeOnDrain: !o.KeepConnectionsWhileDraining,
-		conns:        &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C && o.TLS == nil}}
+		conns: &conns{open: make(map[*conn]struct{}), shutdown: shuttingDown, h2c: o.H2C && o.TLS == nil,
+			sweeper: newDeadlineSweeper(sweepTick(shortestPositive(o.ReadHeaderTimeout, o.ReadTimeout, o.IdleTimeout)))}}
 	if o.Traffic != nil {
 		var unmatched RouteObserver
 		if o.Traffic.Route != nil {
@@ -143,6 +144,7 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Serve accepts connections until Shutdown or Close. It returns nil after
 // Shutdown or Close, and the error otherwise.
 func (s *Server) Serve() error {
+	s.conns.sweeper.launch(s.conns)
 	serve := s.srv.Serve
 	if s.srv.TLSConfig != nil {
 		// The certificate comes from TLSConfig (GetCertificate), not files.
@@ -216,6 +218,8 @@ var ErrCut = errors.New("requests cut")
 // cut > 0, and then also ctx's error if the deadline was reached; without a
 // cut, err is non-nil only if closing the listener failed.
 func (s *Server) Shutdown(ctx context.Context, margin time.Duration) (cut int, err error) {
+	// Read deadlines expire until the last connection is gone.
+	defer s.conns.sweeper.halt()
 	if deadline, ok := ctx.Deadline(); ok {
 		t := time.AfterFunc(time.Until(deadline)-margin, s.cancelRequests)
 		defer t.Stop()
@@ -285,6 +289,7 @@ func (s *Server) Close() error {
 	s.cancelRequests()
 	err := s.srv.Close()
 	s.conns.closeHijacked()
+	s.conns.sweeper.halt()
 	if err != nil {
 		return fmt.Errorf("close %s server: %w", s.name, err)
 	}
