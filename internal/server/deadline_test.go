@@ -35,13 +35,28 @@ func readErr(c net.Conn) <-chan error {
 	return ch
 }
 
-// blocked reports whether no read result arrives within d.
-func blocked(ch <-chan error, d time.Duration) bool {
+// stillBlocked waits d for a read result: ok if none arrives, else the
+// read's error.
+func stillBlocked(ch <-chan error, d time.Duration) (err error, ok bool) {
 	select {
-	case <-ch:
-		return false
+	case err := <-ch:
+		return err, false
 	case <-time.After(d):
-		return true
+		return nil, true
+	}
+}
+
+func setRead(t *testing.T, c *conn, d time.Time) {
+	t.Helper()
+	if err := c.SetReadDeadline(d); err != nil {
+		t.Fatalf("SetReadDeadline(%v): %v", d, err)
+	}
+}
+
+func setBoth(t *testing.T, c *conn, d time.Time) {
+	t.Helper()
+	if err := c.SetDeadline(d); err != nil {
+		t.Fatalf("SetDeadline(%v): %v", d, err)
 	}
 }
 
@@ -51,79 +66,79 @@ func TestCoarseReadDeadline(t *testing.T) {
 	tests := []struct {
 		name string
 		// run sets deadlines and sweeps; it returns the read to check.
-		run      func(cs *conns, c *conn) <-chan error
+		run      func(t *testing.T, cs *conns, c *conn) <-chan error
 		deadline bool // the read fails with os.ErrDeadlineExceeded; else it stays blocked
 	}{
-		{"due deadline applied by the sweep", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(at(cs, 10*time.Second))
+		{"due deadline applied by the sweep", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, at(cs, 10*time.Second))
 			ch := readErr(c)
 			cs.sweep(int64(10 * time.Second))
 			return ch
 		}, true},
-		{"sweep before the deadline leaves the read", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(at(cs, 10*time.Second))
+		{"sweep before the deadline leaves the read", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, at(cs, 10*time.Second))
 			ch := readErr(c)
 			cs.sweep(int64(10*time.Second) - 1)
 			return ch
 		}, false},
-		{"no sweep, no expiry: the sweeper is what applies it", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+		{"no sweep, no expiry: the sweeper is what applies it", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, time.Now().Add(5 * time.Millisecond))
 			return readErr(c)
 		}, false},
-		{"replaced deadline is not applied", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(at(cs, 10*time.Second))
-			c.SetReadDeadline(at(cs, 20*time.Second))
+		{"replaced deadline is not applied", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, at(cs, 10*time.Second))
+			setRead(t, c, at(cs, 20*time.Second))
 			ch := readErr(c)
 			cs.sweep(int64(15 * time.Second))
 			return ch
 		}, false},
-		{"cleared deadline is not applied", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(at(cs, 10*time.Second))
-			c.SetReadDeadline(time.Time{})
+		{"cleared deadline is not applied", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, at(cs, 10*time.Second))
+			setRead(t, c, time.Time{})
 			ch := readErr(c)
 			cs.sweep(int64(15 * time.Second))
 			return ch
 		}, false},
-		{"applied deadline cleared: reads block again", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(at(cs, 10*time.Second))
+		{"applied deadline cleared: reads block again", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, at(cs, 10*time.Second))
 			cs.sweep(int64(10 * time.Second))
-			c.SetReadDeadline(time.Time{})
+			setRead(t, c, time.Time{})
 			return readErr(c)
 		}, false},
-		{"applied deadline extended: reads block until the new one", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(at(cs, 10*time.Second))
+		{"applied deadline extended: reads block until the new one", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, at(cs, 10*time.Second))
 			cs.sweep(int64(10 * time.Second))
-			c.SetReadDeadline(at(cs, 20*time.Second))
+			setRead(t, c, at(cs, 20*time.Second))
 			ch := readErr(c)
 			cs.sweep(int64(15 * time.Second))
 			return ch
 		}, false},
-		{"deadline in the past: at once, without a sweep", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(aLongTimeAgo)
+		{"deadline in the past: at once, without a sweep", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, aLongTimeAgo)
 			return readErr(c)
 		}, true},
-		{"deadline within two ticks of the last sweep: the connection's own", func(cs *conns, c *conn) <-chan error {
+		{"deadline within two ticks of the last sweep: the connection's own", func(t *testing.T, cs *conns, c *conn) <-chan error {
 			cs.sweep(int64(time.Since(cs.sweeper.epoch)))
-			c.SetReadDeadline(time.Now().Add(tick))
+			setRead(t, c, time.Now().Add(tick))
 			return readErr(c)
 		}, true},
-		{"own deadline cleared by a zero one", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(aLongTimeAgo)
-			c.SetReadDeadline(time.Time{})
+		{"own deadline cleared by a zero one", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, aLongTimeAgo)
+			setRead(t, c, time.Time{})
 			return readErr(c)
 		}, false},
-		{"own deadline replaced by a coarse one", func(cs *conns, c *conn) <-chan error {
-			c.SetReadDeadline(aLongTimeAgo)
-			c.SetReadDeadline(at(cs, 10*time.Second))
+		{"own deadline replaced by a coarse one", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setRead(t, c, aLongTimeAgo)
+			setRead(t, c, at(cs, 10*time.Second))
 			return readErr(c)
 		}, false},
-		{"hijacked: the connection's own, without a sweep", func(cs *conns, c *conn) <-chan error {
+		{"hijacked: the connection's own, without a sweep", func(t *testing.T, cs *conns, c *conn) <-chan error {
 			c.state.Store(int64(http.StateHijacked))
-			c.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+			setRead(t, c, time.Now().Add(5 * time.Millisecond))
 			return readErr(c)
 		}, true},
-		{"SetDeadline sets the read deadline too", func(cs *conns, c *conn) <-chan error {
-			c.SetDeadline(at(cs, 10*time.Second))
+		{"SetDeadline sets the read deadline too", func(t *testing.T, cs *conns, c *conn) <-chan error {
+			setBoth(t, c, at(cs, 10*time.Second))
 			ch := readErr(c)
 			cs.sweep(int64(10 * time.Second))
 			return ch
@@ -132,10 +147,10 @@ func TestCoarseReadDeadline(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cs, c, _ := pipeConn(t, tick)
-			ch := tt.run(cs, c)
+			ch := tt.run(t, cs, c)
 			if !tt.deadline {
-				if !blocked(ch, 50*time.Millisecond) {
-					t.Fatal("read returned; want it still blocked")
+				if err, ok := stillBlocked(ch, 50*time.Millisecond); !ok {
+					t.Fatalf("read returned (%v); want it still blocked", err)
 				}
 				return
 			}
@@ -219,7 +234,7 @@ func TestServerTimeouts(t *testing.T) {
 				})
 				addr := s.Addr().String()
 				start := time.Now()
-				conn, err := net.Dial("tcp", addr)
+				conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -230,7 +245,9 @@ func TestServerTimeouts(t *testing.T) {
 				if control {
 					limit = tt.timeout + 10*sweepTick(header)
 				}
-				conn.SetReadDeadline(start.Add(limit))
+				if err := conn.SetReadDeadline(start.Add(limit)); err != nil {
+					t.Fatal(err)
+				}
 				_, err = br.ReadByte()
 				elapsed := time.Since(start)
 				switch {
