@@ -120,7 +120,7 @@ func (b *bench) grpc() error {
 	cgReps := max(3, *reps/2)
 	for rep := 0; rep < cgReps; rep++ {
 		for i, v := range variants {
-			port := freePort()
+			port := b.freePort()
 			// Pinned to one CPU, grpc-go's servers contend on runtime locks,
 			// whose spinning reads the clock with RDTSCP, which valgrind 3.19
 			// cannot run (SIGILL in runtime.cputicks): make Go use RDTSC.
@@ -145,7 +145,7 @@ func (b *bench) grpc() error {
 // grpcThroughput starts v with its gRPC port, warms the connection up for a
 // second and counts the calls grpcCallers callers complete in *duration.
 func (b *bench) grpcThroughput(v grpcVariant) (grpcRun, error) {
-	port := freePort()
+	port := b.freePort()
 	p, err := b.start(v.variant, []string{fmt.Sprintf("%s=127.0.0.1:%d", v.addrVar, port)})
 	if err != nil {
 		return grpcRun{}, err

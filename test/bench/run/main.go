@@ -32,6 +32,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -80,6 +81,7 @@ type bench struct {
 	variants  []variant
 	serverCPU string // taskset CPU list for servers; "" when not pinned
 	out       io.Writer
+	ports     map[int]bool // every port freePort handed out in this run
 }
 
 func run() error {
@@ -97,7 +99,7 @@ func run() error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	b := &bench{dir: dir, out: os.Stdout}
+	b := &bench{dir: dir, out: os.Stdout, ports: make(map[int]bool)}
 	if n := runtime.NumCPU(); n >= 2 {
 		if _, err := exec.LookPath("taskset"); err == nil {
 			b.serverCPU = strconv.Itoa(n - 1)
@@ -222,6 +224,31 @@ type proc struct {
 	started   time.Time
 	exited    chan struct{}
 	waitErr   error
+	stderr    tail // the end of standard error, unless startLogging was given a writer
+}
+
+// tail keeps the last tailSize bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailSize = 2048
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - tailSize; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
 }
 
 // start execs v on fresh loopback ports, pinned to the server CPU. extraEnv
@@ -234,7 +261,7 @@ func (b *bench) start(v variant, extraEnv []string, wrap ...string) (*proc, erro
 // startLogging is start with the server's standard error written to
 // stderr (GODEBUG traces); nil discards it.
 func (b *bench) startLogging(v variant, extraEnv []string, stderr io.Writer, wrap ...string) (*proc, error) {
-	p := &proc{httpPort: freePort(), adminPort: freePort(), exited: make(chan struct{})}
+	p := &proc{httpPort: b.freePort(), adminPort: b.freePort(), exited: make(chan struct{})}
 	args := append(slices.Clone(wrap), v.bin)
 	if b.serverCPU != "" {
 		args = append([]string{"taskset", "-c", b.serverCPU}, args...)
@@ -242,8 +269,13 @@ func (b *bench) startLogging(v variant, extraEnv []string, stderr io.Writer, wra
 	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Env = append(v.env(p.httpPort, p.adminPort), extraEnv...)
 	// Logs (and the request log) go nowhere: the cost of producing them is
-	// measured, not the cost of a terminal.
+	// measured, not the cost of a terminal. Standard error (where a server
+	// says why it could not start) is kept for the error, unless the
+	// caller takes it.
 	p.cmd.Stdout, p.cmd.Stderr = nil, stderr
+	if stderr == nil {
+		p.cmd.Stderr = &p.stderr
+	}
 	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
@@ -293,7 +325,7 @@ func (p *proc) waitOK(url string, timeout time.Duration) (time.Duration, error) 
 		}
 		select {
 		case <-p.exited:
-			return 0, fmt.Errorf("%s exited before %s answered 200: %w", p.cmd.Path, url, p.waitErr)
+			return 0, fmt.Errorf("%s exited before %s answered 200: %w; its standard error ends: %q", p.cmd.Path, url, p.waitErr, p.stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -363,13 +395,22 @@ func (p *proc) cpuTime() time.Duration {
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
-func freePort() int {
-	l, err := new(net.ListenConfig).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+func (b *bench) freePort() int {
+	for {
+		l, err := new(net.ListenConfig).Listen(context.Background(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// The kernel may hand out a port again once it is closed: one given
+		// to a server that has not bound it yet (its HTTP and admin ports,
+		// say) must not go to another.
+		if !b.ports[port] {
+			b.ports[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // ---- binary size ----

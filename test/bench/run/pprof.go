@@ -124,7 +124,7 @@ func perReqUS(d time.Duration, requests float64) float64 {
 // set, waits until it is ready and its pprof index answers, and returns the
 // process and the index URL. On error the process is gone.
 func (b *bench) startProfiled(v variant, godebug string, stderr io.Writer) (*proc, string, error) {
-	pprofPort := freePort()
+	pprofPort := b.freePort()
 	extra := []string{godebug}
 	if v.kubeskel {
 		extra = append(extra, "APP_PPROF=true")
