@@ -22,6 +22,11 @@ import (
 
 // Options are the http.Server limits. Zero ReadTimeout and WriteTimeout mean
 // no limit; the others must be positive (config validates them).
+//
+// The read timeouts (ReadHeaderTimeout, ReadTimeout, IdleTimeout, and the
+// TLS handshake, which net/http bounds by ReadHeaderTimeout) fire no earlier
+// than set and at most one sweep tick later: a tenth of the shortest of
+// them, within [1 ms, 500 ms] (deadline.go). WriteTimeout is exact.
 type Options struct {
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
