@@ -82,7 +82,7 @@ func TestCoarseReadDeadline(t *testing.T) {
 			return ch
 		}, false},
 		{"no sweep, no expiry: the sweeper is what applies it", func(t *testing.T, cs *conns, c *conn) <-chan error {
-			setRead(t, c, time.Now().Add(5 * time.Millisecond))
+			setRead(t, c, time.Now().Add(5*time.Millisecond))
 			return readErr(c)
 		}, false},
 		{"replaced deadline is not applied", func(t *testing.T, cs *conns, c *conn) <-chan error {
@@ -134,7 +134,7 @@ func TestCoarseReadDeadline(t *testing.T) {
 		}, false},
 		{"hijacked: the connection's own, without a sweep", func(t *testing.T, cs *conns, c *conn) <-chan error {
 			c.state.Store(int64(http.StateHijacked))
-			setRead(t, c, time.Now().Add(5 * time.Millisecond))
+			setRead(t, c, time.Now().Add(5*time.Millisecond))
 			return readErr(c)
 		}, true},
 		{"SetDeadline sets the read deadline too", func(t *testing.T, cs *conns, c *conn) <-chan error {
