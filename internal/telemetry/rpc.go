@@ -24,7 +24,7 @@ func (t *Telemetry) StartRPCSpan(ctx context.Context, fullMethod string, get fun
 	}
 	name := strings.TrimPrefix(fullMethod, "/")
 	service, method, _ := strings.Cut(name, "/")
-	ctx, span := t.tracer.Start(ctx, name, t.serverKind)
+	ctx, span := t.tracer.Start(ctx, name, t.serverKind...)
 	if !span.IsRecording() {
 		return ctx, func(uint32, string) { span.End() }
 	}

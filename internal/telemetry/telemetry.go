@@ -19,6 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -46,9 +47,15 @@ type Telemetry struct {
 	exporter   *flushExporter
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
-	// serverKind is the option of every server span, made once: converting
-	// it to a trace.SpanStartOption on every request would allocate.
-	serverKind trace.SpanStartOption
+	// serverKind holds the one option of every server span, made once:
+	// converting it to a trace.SpanStartOption on every request would
+	// allocate, and so would the variadic slice of a call that lists it
+	// (Start is an interface method, so its arguments escape); passed as
+	// serverKind... the slice is this one.
+	serverKind []trace.SpanStartOption
+	// ends recycles the state of StartServerSpan's end function (see
+	// serverSpanEnd), so a sampled request allocates none of it.
+	ends sync.Pool
 	// fields are the canonical header names the propagator reads. With
 	// tracing disabled a request is only extracted from when one of them is
 	// present, so a request without trace headers costs a few map lookups.
@@ -115,7 +122,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 // newTelemetry returns a Telemetry with tracing off that carries trace
 // context with propagator; Setup turns tracing on.
 func newTelemetry(propagator propagation.TextMapPropagator) *Telemetry {
-	t := &Telemetry{propagator: propagator, fields: extractFields(propagator), serverKind: trace.WithSpanKind(trace.SpanKindServer)}
+	t := &Telemetry{propagator: propagator, fields: extractFields(propagator), serverKind: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}}
 	for _, f := range t.fields {
 		t.metadataKeys = append(t.metadataKeys, strings.ToLower(f))
 	}
@@ -254,7 +261,7 @@ func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (co
 	if t.provider == nil {
 		return ctx, noEnd
 	}
-	ctx, span := t.tracer.Start(ctx, spanName, t.serverKind)
+	ctx, span := t.tracer.Start(ctx, spanName, t.serverKind...)
 	if !span.IsRecording() {
 		return ctx, func(int) { span.End() }
 	}
@@ -270,23 +277,49 @@ func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (co
 	// OTEL_TRACES_SAMPLER names does; a service that adds an
 	// attribute-based sampler passes them to Start with
 	// trace.WithAttributes.
-	method, path, scheme := r.Method, r.URL.Path, "http"
+	e, _ := t.ends.Get().(*serverSpanEnd)
+	if e == nil {
+		e = &serverSpanEnd{pool: &t.ends}
+		e.fn = e.end
+	}
+	e.span, e.method, e.path, e.route, e.scheme = span, r.Method, r.URL.Path, route, "http"
 	if r.TLS != nil {
-		scheme = "https"
+		e.scheme = "https"
 	}
-	return ctx, func(status int) {
-		span.SetAttributes(
-			semconv.HTTPRequestMethodKey.String(method),
-			semconv.HTTPRoute(route),
-			semconv.URLPath(path),
-			semconv.URLScheme(scheme),
-			semconv.HTTPResponseStatusCode(status),
-		)
-		if status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(status))
-		}
-		span.End()
+	return ctx, e.fn
+}
+
+// serverSpanEnd is what the end function of a recorded server span needs.
+// It is recycled through a pool once the span has ended: a closure over
+// these fields, and the attribute array that SetAttributes' variadic
+// argument would put on the heap, cost two allocations per sampled request.
+// The price is the contract that StartServerSpan's caller already keeps:
+// the end function is called exactly once.
+type serverSpanEnd struct {
+	span                        trace.Span
+	method, path, route, scheme string
+	attrs                       [5]attribute.KeyValue
+	fn                          func(status int) // e.end, bound once per pooled value
+	pool                        *sync.Pool
+}
+
+func (e *serverSpanEnd) end(status int) {
+	span := e.span
+	e.attrs = [5]attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(e.method),
+		semconv.HTTPRoute(e.route),
+		semconv.URLPath(e.path),
+		semconv.URLScheme(e.scheme),
+		semconv.HTTPResponseStatusCode(status),
 	}
+	span.SetAttributes(e.attrs[:]...) // the SDK copies them into the span
+	if status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(status))
+	}
+	// Nothing of the request stays reachable from the pool.
+	*e = serverSpanEnd{fn: e.fn, pool: e.pool}
+	e.pool.Put(e)
+	span.End()
 }
 
 // headerCarrier is propagation.HeaderCarrier without its per-lookup cost:

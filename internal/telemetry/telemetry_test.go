@@ -287,6 +287,12 @@ func TestSpanAttributes(t *testing.T) {
 
 	_, end := tel.StartServerSpan(httptest.NewRequest("POST", "/items/7", nil), "/items/{id}", "POST /items/{id}")
 	end(503)
+	// The end functions' state is recycled: each span keeps its own
+	// attributes, and nothing (the scheme, the error status) carries over.
+	_, end = tel.StartServerSpan(httptest.NewRequest("GET", "https://example.com/a/b", nil), "/a/{x}", "GET /a/{x}")
+	end(200)
+	_, end = tel.StartServerSpan(httptest.NewRequest("GET", "/", nil), "/", "GET /")
+	end(204)
 	_, endRPC := tel.StartRPCSpan(context.Background(), "/kubeskel.echo.v1.Echo/Say", func(string) string { return "" })
 	endRPC(14, "unavailable")
 
@@ -297,6 +303,14 @@ func TestSpanAttributes(t *testing.T) {
 		{"POST /items/{id}", "server", "Error", map[string]string{
 			"http.request.method": "POST", "http.route": "/items/{id}", "url.path": "/items/7",
 			"url.scheme": "http", "http.response.status_code": "503",
+		}},
+		{"GET /a/{x}", "server", "Unset", map[string]string{
+			"http.request.method": "GET", "http.route": "/a/{x}", "url.path": "/a/b",
+			"url.scheme": "https", "http.response.status_code": "200",
+		}},
+		{"GET /", "server", "Unset", map[string]string{
+			"http.request.method": "GET", "http.route": "/", "url.path": "/",
+			"url.scheme": "http", "http.response.status_code": "204",
 		}},
 		{"kubeskel.echo.v1.Echo/Say", "server", "Error", map[string]string{
 			"rpc.system": "grpc", "rpc.service": "kubeskel.echo.v1.Echo", "rpc.method": "Say", "rpc.grpc.status_code": "14",
