@@ -250,7 +250,8 @@ func noEnd(int) {}
 // StartServerSpan extracts the caller's trace context from r and, when
 // tracing is enabled, starts a server span named "METHOD route". It returns
 // the request context to use and a function to call with the response status
-// when the request is done. With tracing disabled no span is created, but a
+// when the request is done, exactly once (its state is recycled after the
+// call). With tracing disabled no span is created, but a
 // remote trace context is still carried so logs and outgoing calls keep the
 // caller's trace id.
 func (t *Telemetry) StartServerSpan(r *http.Request, route, spanName string) (context.Context, func(status int)) {
