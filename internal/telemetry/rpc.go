@@ -3,10 +3,12 @@ package telemetry
 import (
 	"context"
 	"strings"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // StartRPCSpan is StartServerSpan for a gRPC call: get looks a key up in the
@@ -23,27 +25,52 @@ func (t *Telemetry) StartRPCSpan(ctx context.Context, fullMethod string, get fun
 		return ctx, noRPCEnd
 	}
 	name := strings.TrimPrefix(fullMethod, "/")
-	service, method, _ := strings.Cut(name, "/")
 	ctx, span := t.tracer.Start(ctx, name, t.serverKind...)
 	if !span.IsRecording() {
 		return ctx, func(uint32, string) { span.End() }
 	}
 	// All attributes in one call at the end, as StartServerSpan does, and
-	// for the same reason.
-	return ctx, func(code uint32, msg string) {
-		span.SetAttributes(
-			attribute.String("rpc.system", "grpc"),
-			attribute.String("rpc.service", service),
-			attribute.String("rpc.method", method),
-			attribute.Int("rpc.grpc.status_code", int(code)),
-		)
-		// The semantic conventions mark these server codes as errors.
-		switch code {
-		case 2, 4, 12, 13, 14, 15: // Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable, DataLoss
-			span.SetStatus(codes.Error, msg)
-		}
-		span.End()
+	// for the same reason; the end state is recycled as serverSpanEnd is.
+	e, _ := t.rpcEnds.Get().(*rpcSpanEnd)
+	if e == nil {
+		e = &rpcSpanEnd{pool: &t.rpcEnds}
+		e.fn = e.end
 	}
+	e.span = span
+	e.service, e.method, _ = strings.Cut(name, "/")
+	return ctx, e.fn
+}
+
+// rpcSpanEnd is serverSpanEnd for a gRPC call: the end function's state,
+// recycled through a pool once the span has ended, so a sampled call
+// allocates neither a closure nor the attribute array. The end function
+// must be called exactly once.
+type rpcSpanEnd struct {
+	span            trace.Span
+	service, method string
+	attrs           [4]attribute.KeyValue
+	fn              func(code uint32, msg string) // e.end, bound once per pooled value
+	pool            *sync.Pool
+}
+
+func (e *rpcSpanEnd) end(code uint32, msg string) {
+	span := e.span
+	e.attrs = [4]attribute.KeyValue{
+		attribute.String("rpc.system", "grpc"),
+		attribute.String("rpc.service", e.service),
+		attribute.String("rpc.method", e.method),
+		attribute.Int("rpc.grpc.status_code", int(code)),
+	}
+	span.SetAttributes(e.attrs[:]...) // the SDK copies them into the span
+	// The semantic conventions mark these server codes as errors.
+	switch code {
+	case 2, 4, 12, 13, 14, 15: // Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable, DataLoss
+		span.SetStatus(codes.Error, msg)
+	}
+	// Nothing of the call stays reachable from the pool.
+	*e = rpcSpanEnd{fn: e.fn, pool: e.pool}
+	e.pool.Put(e)
+	span.End()
 }
 
 func noRPCEnd(uint32, string) {}

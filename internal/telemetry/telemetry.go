@@ -56,6 +56,8 @@ type Telemetry struct {
 	// ends recycles the state of StartServerSpan's end function (see
 	// serverSpanEnd), so a sampled request allocates none of it.
 	ends sync.Pool
+	// rpcEnds does the same for StartRPCSpan (see rpcSpanEnd).
+	rpcEnds sync.Pool
 	// fields are the canonical header names the propagator reads. With
 	// tracing disabled a request is only extracted from when one of them is
 	// present, so a request without trace headers costs a few map lookups.

@@ -295,6 +295,8 @@ func TestSpanAttributes(t *testing.T) {
 	end(204)
 	_, endRPC := tel.StartRPCSpan(context.Background(), "/kubeskel.echo.v1.Echo/Say", func(string) string { return "" })
 	endRPC(14, "unavailable")
+	_, endRPC = tel.StartRPCSpan(context.Background(), "/grpc.health.v1.Health/Check", func(string) string { return "" })
+	endRPC(0, "")
 
 	tests := []struct {
 		name, kind, status string
@@ -314,6 +316,9 @@ func TestSpanAttributes(t *testing.T) {
 		}},
 		{"kubeskel.echo.v1.Echo/Say", "server", "Error", map[string]string{
 			"rpc.system": "grpc", "rpc.service": "kubeskel.echo.v1.Echo", "rpc.method": "Say", "rpc.grpc.status_code": "14",
+		}},
+		{"grpc.health.v1.Health/Check", "server", "Unset", map[string]string{
+			"rpc.system": "grpc", "rpc.service": "grpc.health.v1.Health", "rpc.method": "Check", "rpc.grpc.status_code": "0",
 		}},
 	}
 	spans := rec.Ended()

@@ -22,7 +22,8 @@ import (
 )
 
 // BenchmarkServerSpan measures telemetry.StartServerSpan plus ending the span,
-// as the instrumented Mux calls them once per request. The spans go to a
+// as the instrumented Mux calls them once per request, and ("rpc-…")
+// telemetry.StartRPCSpan plus its end, as the gRPC server does per call. The spans go to a
 // local OTLP/HTTP sink that discards them. Exporting runs on the SDK's batch
 // goroutine; when this loop outruns it the SDK drops spans, so ns/op is a
 // lower bound of what a span costs (the callgrind figures in BENCHMARKS.md
@@ -34,18 +35,20 @@ func BenchmarkServerSpan(b *testing.B) {
 	}))
 	defer sink.Close()
 
+	alwaysOn := map[string]string{
+		"OTEL_TRACES_EXPORTER":        "otlp",
+		"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+		"OTEL_EXPORTER_OTLP_ENDPOINT": sink.URL,
+		"OTEL_TRACES_SAMPLER":         "always_on",
+	}
 	for _, bc := range []struct {
 		name string
 		env  map[string]string
 	}{
 		{"tracing-off", map[string]string{"OTEL_TRACES_EXPORTER": "none"}},
 		{"tracing-off-with-traceparent", map[string]string{"OTEL_TRACES_EXPORTER": "none"}},
-		{"sdk-always-on-otlp-http", map[string]string{
-			"OTEL_TRACES_EXPORTER":        "otlp",
-			"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-			"OTEL_EXPORTER_OTLP_ENDPOINT": sink.URL,
-			"OTEL_TRACES_SAMPLER":         "always_on",
-		}},
+		{"sdk-always-on-otlp-http", alwaysOn},
+		{"rpc-sdk-always-on-otlp-http", alwaysOn},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			for k, v := range bc.env {
@@ -70,6 +73,14 @@ func BenchmarkServerSpan(b *testing.B) {
 				req.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 			}
 			b.ReportAllocs()
+			if bc.name == "rpc-sdk-always-on-otlp-http" {
+				ctx, md := context.Background(), func(string) string { return "" }
+				for b.Loop() {
+					_, end := tel.StartRPCSpan(ctx, "/kubeskel.echo.v1.Echo/Say", md)
+					end(0, "")
+				}
+				return
+			}
 			for b.Loop() {
 				_, end := tel.StartServerSpan(req, "/", "GET /")
 				end(http.StatusOK)
