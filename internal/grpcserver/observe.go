@@ -21,8 +21,8 @@ import (
 type Observability struct {
 	// StartSpan extracts the caller's trace context through get (a
 	// metadata lookup) and starts a server span for fullMethod
-	// ("/pkg.Service/Method"); end is called with the status code once
-	// the RPC is done.
+	// ("/pkg.Service/Method"); end is called with the status code exactly
+	// once, when the RPC is done.
 	StartSpan func(ctx context.Context, fullMethod string, get func(key string) string) (context.Context, func(code uint32, msg string))
 	// Observe records one finished RPC with its code name ("OK").
 	Observe func(fullMethod, code string, d time.Duration)

@@ -14,7 +14,8 @@ import (
 // StartRPCSpan is StartServerSpan for a gRPC call: get looks a key up in the
 // call's metadata (lower-case keys), fullMethod is "/pkg.Service/Method".
 // It starts a server span named "pkg.Service/Method" when tracing is
-// enabled; end takes the gRPC status code (0 is OK) and message. With
+// enabled; end takes the gRPC status code (0 is OK) and message, and must
+// be called exactly once (its state is recycled after the call). With
 // tracing disabled and no trace metadata it costs a few lookups and no
 // allocation.
 func (t *Telemetry) StartRPCSpan(ctx context.Context, fullMethod string, get func(key string) string) (context.Context, func(code uint32, msg string)) {
