@@ -50,7 +50,7 @@ var (
 	h2Streams     = flag.Int("h2-streams", 16, "h2load concurrent streams per connection (-m) in the h2 section")
 	kubeskelEnv   = flag.String("kubeskel-env", "", "comma list of VAR=value added to every kubeskel variant's environment (to size a setting; the report says so)")
 	keep          = flag.Bool("keep", false, "keep the work directory (binaries, pprof and cachegrind files) and print its path")
-	only          = flag.String("only", "", "comma list of sections to run (size,throughput,pprof,perf,h2,h2pprof,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
+	only          = flag.String("only", "", "comma list of sections to run (size,throughput,pprof,perf,syscalls,h2,h2pprof,grpc,callgrind,profile,startup,shutdown,probe); empty: all")
 )
 
 func main() {
@@ -149,8 +149,9 @@ func run() error {
 	sections := map[string]func() error{
 		"size": b.sizes, "throughput": b.throughputMatrix, "pprof": b.pprof, "perf": b.perf, "h2": b.h2, "grpc": b.grpc, "callgrind": b.callgrind,
 		"startup": b.startup, "shutdown": b.shutdown, "probe": b.probe, "profile": b.profile, "h2pprof": b.h2pprof,
+		"syscalls": b.syscalls,
 	}
-	for _, name := range []string{"size", "throughput", "pprof", "perf", "h2", "h2pprof", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
+	for _, name := range []string{"size", "throughput", "pprof", "perf", "syscalls", "h2", "h2pprof", "grpc", "callgrind", "profile", "startup", "shutdown", "probe"} {
 		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) {
 			continue
 		}
