@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"os"
@@ -120,14 +121,9 @@ func (b *bench) printSyscalls(load string, variants []variant, counts [][]map[st
 	calls := func(c syscallCount) float64 { return c.calls }
 	errs := func(c syscallCount) float64 { return c.errors }
 	rows := slices.Collect(maps.Keys(names))
+	last := len(variants) - 1
 	slices.SortFunc(rows, func(a, b string) int {
-		if d := med(len(variants)-1, b, calls) - med(len(variants)-1, a, calls); d != 0 {
-			if d > 0 {
-				return 1
-			}
-			return -1
-		}
-		return strings.Compare(a, b)
+		return cmp.Or(cmp.Compare(med(last, b, calls), med(last, a, calls)), strings.Compare(a, b))
 	})
 
 	fmt.Fprintf(b.out, "\n## System calls per request, %s (strace -f -c attached to the ready server, pinned with GOMAXPROCS=1, %d repetitions alternating)\n\n", load, *reps)
